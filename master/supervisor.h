@@ -1,0 +1,19 @@
+/*
+ * supervisor — the master's life after start-up: fork workers into slots,
+ * reap and respawn them (with backoff when they keep dying young), reload
+ * the config on SIGHUP, and drain on SIGTERM/SIGINT.
+ *
+ * Signals reach the master through a signalfd on its libuv loop (never
+ * uv_signal: its handler table would be inherited by forked workers).
+ * The master never serves WebSocket traffic.
+ */
+#ifndef WSGATE_SUPERVISOR_H
+#define WSGATE_SUPERVISOR_H
+
+#include "config-t.h"
+#include "segment-t.h"
+
+/* Runs until the gateway has shut down; returns the exit status. */
+int supervisor_run(const struct config *cfg, struct segment *seg, const char *shm_name);
+
+#endif

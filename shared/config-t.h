@@ -1,0 +1,48 @@
+/*
+ * config-t.h — the gateway's configuration as one flat, fixed-size struct.
+ *
+ * Fixed-size on purpose: the master copies it into the shared segment on
+ * every reload and workers copy it out, so it holds no pointers.
+ */
+#ifndef WSGATE_CONFIG_T_H
+#define WSGATE_CONFIG_T_H
+
+#include <stdint.h>
+
+#include "log-t.h"
+
+#define CONFIG_PATH_MAX 512
+#define CONFIG_STR_MAX 64
+
+struct config {
+    /* websocket.yaml */
+    int64_t port;
+    char bind_address[CONFIG_STR_MAX];
+    int64_t metrics_port;
+    int64_t workers;
+    int64_t max_connections;
+    int64_t heartbeat_interval;  /* seconds */
+    int64_t connection_timeout;  /* seconds */
+    int64_t handshake_timeout;   /* seconds */
+    int64_t max_message_size;    /* bytes */
+    int64_t max_send_buffer;     /* bytes */
+    int64_t history_size;        /* messages per stream */
+    int64_t shutdown_timeout;    /* seconds */
+    int64_t drain_window;        /* seconds over which reconnect after_ms is spread */
+    char environment[CONFIG_STR_MAX];
+    char log_format_name[CONFIG_STR_MAX];
+    char log_level_name[CONFIG_STR_MAX];
+    enum log_format log_format;
+    enum log_level log_level;
+
+    /* connection_pool.yaml */
+    int64_t max_pool_size;
+    int64_t pool_timeout;  /* seconds */
+    int64_t max_idle_time; /* seconds */
+
+    /* Where it came from, for reloads and error messages. */
+    char path[CONFIG_PATH_MAX];
+    char pool_path[CONFIG_PATH_MAX];
+};
+
+#endif

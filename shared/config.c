@@ -1,0 +1,300 @@
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum config_key_type {
+    CONFIG_KEY_INT,
+    CONFIG_KEY_STRING,
+};
+
+/* One row per key: the single source of truth for names, defaults, ranges
+ * and which file a key belongs in. */
+struct config_key {
+    const char *name;
+    enum config_key_type type;
+    size_t offset;
+    int64_t def_int;
+    const char *def_str;
+    int64_t min, max;                /* ints: value range; strings: length range */
+    const char *const *choices;      /* strings: allowed values, NULL = any */
+    int pool;                        /* 1: connection_pool.yaml */
+    const char *help;
+};
+
+static const char *const config_log_formats[] = {"json", "text", NULL};
+static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define CK_INT(n, def, lo, hi, pool, help) \
+    {#n, CONFIG_KEY_INT, offsetof(struct config, n), def, NULL, lo, hi, NULL, pool, help}
+#define CK_STR(n, def, lo, hi, choices, help) \
+    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, def, lo, hi, choices, 0, help}
+
+static const struct config_key config_keys[] = {
+    CK_INT(port, 8003, 1, 65535, 0, "TCP port for WebSocket and HTTP (restart to change)"),
+    CK_STR(bind_address, "0.0.0.0", 1, CONFIG_STR_MAX - 1, NULL,
+           "IPv4 or IPv6 address to bind (restart to change)"),
+    CK_INT(metrics_port, 8004, 0, 65535, 0, "master's /metrics and /health/detailed port; 0 disables"),
+    CK_INT(workers, 0, 0, 64, 0, "worker processes; 0 = one per online CPU"),
+    CK_INT(max_connections, 10000, 1, 1000000, 0, "WebSocket connections per replica"),
+    CK_INT(heartbeat_interval, 30, 1, 3600, 0, "seconds between server ping frames"),
+    CK_INT(connection_timeout, 300, 1, 86400, 0, "seconds of client silence before closing"),
+    CK_INT(handshake_timeout, 10, 1, 300, 0, "seconds to complete the HTTP request head"),
+    CK_INT(max_message_size, 1048576, 16, 67108864, 0, "largest client message in bytes (1009 above)"),
+    CK_INT(max_send_buffer, 4194304, 65536, 1073741824, 0,
+           "unsent bytes per connection before closing it as a slow consumer (1013)"),
+    CK_INT(history_size, 1024, 1, 1000000, 0, "messages held per stream for resume"),
+    CK_INT(shutdown_timeout, 30, 0, 3600, 0, "seconds a drain may take before closing the rest"),
+    CK_INT(drain_window, 5, 0, 600, 0, "seconds over which reconnect after_ms is spread on drain"),
+    CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
+           "value of the environment label on every metric"),
+    CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),
+    CK_STR(log_level_name, "info", 1, CONFIG_STR_MAX - 1, config_log_levels,
+           "debug, info, warn or error"),
+    CK_INT(max_pool_size, 1000, 1, 100000, 1, "broker connections per worker (cluster mode)"),
+    CK_INT(pool_timeout, 30, 1, 3600, 1, "seconds a publish may wait for a broker connection"),
+    CK_INT(max_idle_time, 300, 1, 86400, 1, "seconds before an idle broker connection is closed"),
+};
+
+#define CONFIG_KEY_COUNT (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* The config file spells the log keys without the _name suffix the struct
+ * needs to sit beside the parsed enums. */
+static const char *config_key_file_name(const struct config_key *k)
+{
+    if (strcmp(k->name, "log_format_name") == 0)
+        return "log_format";
+    if (strcmp(k->name, "log_level_name") == 0)
+        return "log_level";
+    return k->name;
+}
+
+static const struct config_key *config_key_find(const char *file_name)
+{
+    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++) {
+        if (strcmp(config_key_file_name(&config_keys[i]), file_name) == 0)
+            return &config_keys[i];
+    }
+    return NULL;
+}
+
+static void config_derive(struct config *cfg)
+{
+    log_format_parse(cfg->log_format_name, &cfg->log_format);
+    log_level_parse(cfg->log_level_name, &cfg->log_level);
+}
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++) {
+        const struct config_key *k = &config_keys[i];
+        char *field = (char *)cfg + k->offset;
+        if (k->type == CONFIG_KEY_INT)
+            *(int64_t *)field = k->def_int;
+        else
+            snprintf(field, CONFIG_STR_MAX, "%s", k->def_str);
+    }
+    config_derive(cfg);
+}
+
+static int config_fail(char *err, size_t errlen, const char *file, int line, const char *key,
+                       const char *what)
+{
+    if (key)
+        snprintf(err, errlen, "%s:%d: key '%s': %s", file, line, key, what);
+    else
+        snprintf(err, errlen, "%s:%d: %s", file, line, what);
+    return -EINVAL;
+}
+
+static int config_apply_setting(const config_setting_t *s, const char *filename, int pool,
+                                struct config *cfg, char *err, size_t errlen)
+{
+    const char *name = config_setting_name(s);
+    int line = config_setting_source_line(s);
+    const struct config_key *k = config_key_find(name);
+    char what[256];
+
+    if (!k)
+        return config_fail(err, errlen, filename, line, name,
+                           "unknown key (see `wsgate -h` for the list of keys)");
+    if (k->pool != pool) {
+        snprintf(what, sizeof(what), "belongs in %s, not in this file",
+                 k->pool ? "connection_pool.yaml" : "websocket.yaml");
+        return config_fail(err, errlen, filename, line, name, what);
+    }
+
+    char *field = (char *)cfg + k->offset;
+    int type = config_setting_type(s);
+    if (k->type == CONFIG_KEY_INT) {
+        if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+            return config_fail(err, errlen, filename, line, name, "expected an integer");
+        int64_t v = config_setting_get_int64(s);
+        if (v < k->min || v > k->max) {
+            snprintf(what, sizeof(what), "%lld is out of range [%lld, %lld]", (long long)v,
+                     (long long)k->min, (long long)k->max);
+            return config_fail(err, errlen, filename, line, name, what);
+        }
+        *(int64_t *)field = v;
+    } else {
+        if (type != CONFIG_TYPE_STRING)
+            return config_fail(err, errlen, filename, line, name, "expected a quoted string");
+        const char *v = config_setting_get_string(s);
+        size_t n = strlen(v);
+        if ((int64_t)n < k->min || (int64_t)n > k->max) {
+            snprintf(what, sizeof(what), "length %zu is out of range [%lld, %lld]", n,
+                     (long long)k->min, (long long)k->max);
+            return config_fail(err, errlen, filename, line, name, what);
+        }
+        if (k->choices) {
+            int ok = 0;
+            for (const char *const *c = k->choices; *c; c++)
+                ok |= strcmp(*c, v) == 0;
+            if (!ok) {
+                snprintf(what, sizeof(what), "\"%.64s\" is not one of the allowed values", v);
+                return config_fail(err, errlen, filename, line, name, what);
+            }
+        }
+        snprintf(field, CONFIG_STR_MAX, "%s", v);
+    }
+    return 0;
+}
+
+static int config_check_environment(const struct config *cfg, const char *filename, char *err,
+                                    size_t errlen)
+{
+    /* The environment is a Prometheus label value: keep it to characters
+     * that need no escaping anywhere (URLs, PromQL, dashboards). */
+    for (const char *p = cfg->environment; *p; p++) {
+        if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') || ('0' <= *p && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.'))
+            return config_fail(err, errlen, filename, 0, "environment",
+                               "only letters, digits, '_', '-' and '.' are allowed");
+    }
+    return 0;
+}
+
+int config_parse_text(const char *text, const char *filename, int pool, struct config *cfg,
+                      char *err, size_t errlen)
+{
+    config_t lc;
+    config_init(&lc);
+    int rc = 0;
+    if (!config_read_string(&lc, text)) {
+        rc = config_fail(err, errlen, filename, config_error_line(&lc), NULL,
+                         config_error_text(&lc));
+        goto out;
+    }
+    const config_setting_t *root = config_root_setting(&lc);
+    for (int i = 0; i < config_setting_length(root); i++) {
+        rc = config_apply_setting(config_setting_get_elem(root, (unsigned)i), filename, pool, cfg,
+                                  err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    if (!pool)
+        rc = config_check_environment(cfg, filename, err, errlen);
+    config_derive(cfg);
+out:
+    config_destroy(&lc);
+    return rc;
+}
+
+/* Read a whole file; a config is small, so a hard cap keeps a wrong path
+ * (a device, a huge log) from eating memory. */
+static int config_read_file_text(const char *path, char **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(e));
+        return -e;
+    }
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        snprintf(err, errlen, "%s:0: out of memory", path);
+        return -ENOMEM;
+    }
+    len = fread(buf, 1, cap, f);
+    int too_big = !feof(f);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed || too_big) {
+        free(buf);
+        snprintf(err, errlen, "%s:0: %s", path, failed ? "read error" : "larger than 1 MiB");
+        return -EINVAL;
+    }
+    buf[len] = '\0';
+    if (strlen(buf) != len) {
+        free(buf);
+        snprintf(err, errlen, "%s:0: contains a NUL byte", path);
+        return -EINVAL;
+    }
+    *out = buf;
+    return 0;
+}
+
+static int config_load_file(const char *path, int pool, struct config *cfg, char *err,
+                            size_t errlen)
+{
+    char *text = NULL;
+    int rc = config_read_file_text(path, &text, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = config_parse_text(text, path, pool, cfg, err, errlen);
+    free(text);
+    return rc;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    if (strlen(path) >= CONFIG_PATH_MAX - 32) {
+        snprintf(err, errlen, "%.64s…:0: path too long", path);
+        return -ENAMETOOLONG;
+    }
+    snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    snprintf(cfg->pool_path, sizeof(cfg->pool_path), "%.*sconnection_pool.yaml", dirlen, path);
+
+    int rc = config_load_file(path, 0, cfg, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (access(cfg->pool_path, F_OK) == 0)
+        rc = config_load_file(cfg->pool_path, 1, cfg, err, errlen);
+    return rc;
+}
+
+const char *config_restart_key_changed(const struct config *old_cfg, const struct config *new_cfg)
+{
+    if (old_cfg->port != new_cfg->port)
+        return "port";
+    if (strcmp(old_cfg->bind_address, new_cfg->bind_address) != 0)
+        return "bind_address";
+    return NULL;
+}
+
+void config_print_keys(void)
+{
+    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++) {
+        const struct config_key *k = &config_keys[i];
+        char def[80];
+        if (k->type == CONFIG_KEY_INT)
+            snprintf(def, sizeof(def), "%lld", (long long)k->def_int);
+        else
+            snprintf(def, sizeof(def), "\"%s\"", k->def_str);
+        printf("  %-20s %-12s %s%s\n", config_key_file_name(k), def, k->help,
+               k->pool ? " [connection_pool.yaml]" : "");
+    }
+}

@@ -1,0 +1,106 @@
+#include "health.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#include "clock.h"
+#include "segment.h"
+#include "wsgate-build.h"
+
+enum health_status health_status(const struct segment *seg, const char **reason)
+{
+    *reason = NULL;
+    if (atomic_load(&seg->draining)) {
+        *reason = "shutting down";
+        return HEALTH_DRAINING;
+    }
+    uint32_t wanted = atomic_load(&seg->workers_wanted);
+    int running = 0, dead = 0, backoff = 0;
+    for (uint32_t i = 0; i < wanted && i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t st = atomic_load(&w->state);
+        if (st == WORKER_RUNNING)
+            running++;
+        else if (st == WORKER_DEAD || st == WORKER_EMPTY)
+            dead++;
+        if (atomic_load(&w->backoff_until_ms) > 0)
+            backoff++;
+    }
+    if (backoff) {
+        *reason = "worker crash loop: respawning with backoff";
+        return HEALTH_DEGRADED;
+    }
+    if (dead) {
+        *reason = "worker down";
+        return HEALTH_DEGRADED;
+    }
+    if (running == 0) {
+        *reason = "no worker running";
+        return HEALTH_DEGRADED;
+    }
+    return HEALTH_OK;
+}
+
+int health_render_detailed(const struct segment *seg, struct textbuf *out)
+{
+    static const char *const names[] = {"ok", "degraded", "draining"};
+    const char *reason;
+    enum health_status st = health_status(seg, &reason);
+    struct config cfg;
+    uint64_t generation = segment_read_config(seg, &cfg);
+    int64_t now = clock_wall_ms();
+
+    json_t *root = json_object();
+    json_object_set_new(root, "status", json_string(names[st]));
+    if (reason)
+        json_object_set_new(root, "reason", json_string(reason));
+    json_object_set_new(root, "version", json_string(WSGATE_VERSION));
+    json_object_set_new(root, "environment", json_string(cfg.environment));
+    json_object_set_new(root, "uptime_s", json_real((double)(now - seg->created_at_ms) / 1000.0));
+    json_object_set_new(root, "config_generation", json_integer((json_int_t)generation));
+    json_object_set_new(root, "master_pid", json_integer(atomic_load(&seg->master_pid)));
+
+    json_t *workers = json_array();
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t state = atomic_load(&w->state);
+        if (state == WORKER_EMPTY)
+            continue;
+        json_t *jw = json_object();
+        json_object_set_new(jw, "slot", json_integer(i));
+        json_object_set_new(jw, "pid", json_integer(atomic_load(&w->pid)));
+        json_object_set_new(jw, "state", json_string(segment_worker_state_name(state)));
+        json_object_set_new(jw, "connections", json_integer(atomic_load(&w->connections)));
+        json_object_set_new(jw, "restarts", json_integer(atomic_load(&w->restarts)));
+        json_object_set_new(jw, "started_at", json_integer(atomic_load(&w->started_at_ms)));
+        json_object_set_new(jw, "config_generation",
+                            json_integer((json_int_t)atomic_load(&w->config_generation)));
+        int64_t backoff = atomic_load(&w->backoff_until_ms);
+        if (backoff > 0)
+            json_object_set_new(jw, "backoff_until", json_integer(backoff));
+        json_array_append_new(workers, jw);
+    }
+    json_object_set_new(root, "workers", workers);
+
+    json_t *conns = json_object();
+    json_object_set_new(conns, "active", json_integer(atomic_load(&seg->connections)));
+    json_object_set_new(conns, "limit", json_integer(cfg.max_connections));
+    json_object_set_new(root, "connections", conns);
+
+    json_t *streams = json_object();
+    json_object_set_new(streams, "active", json_integer(0));
+    json_object_set_new(root, "streams", streams);
+
+    json_object_set_new(root, "broker", json_string("none"));
+
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text) {
+        textbuf_appends(out, text);
+        textbuf_append(out, "\n", 1);
+        free(text);
+    } else {
+        out->failed = 1;
+    }
+    return st == HEALTH_OK ? 200 : 503;
+}

@@ -1,0 +1,55 @@
+/*
+ * http — read one HTTP/1.1 request head (http-parser), validate a
+ * WebSocket upgrade (RFC 6455 §4.2.1), and format responses.
+ *
+ * Pure functions over bytes: no sockets, no allocation beyond the caller's
+ * struct http_request. The head is copied into the request (at most
+ * HTTP_HEAD_MAX bytes), so callers may feed it from a reused read buffer.
+ * Header names are compared case-insensitively; list-valued headers
+ * (Connection, Upgrade, Sec-WebSocket-Protocol) are split on commas.
+ */
+#ifndef WSGATE_HTTP_H
+#define WSGATE_HTTP_H
+
+#include <stddef.h>
+
+#include "http-t.h"
+
+void http_request_init(struct http_request *req);
+
+/* Feed the next bytes of the connection. On HTTP_FEED_DONE, *consumed says
+ * how many of these bytes belong to the head; the rest are the first bytes
+ * of the WebSocket stream (a client may send a frame right behind it). */
+enum http_feed_result http_request_feed(struct http_request *req, const char *data, size_t len,
+                                        size_t *consumed);
+
+/* The request path without query string (NUL-terminated copy). */
+void http_request_path(const struct http_request *req, char *out, size_t outlen);
+/* The raw value of the first header named `name`, or NULL. */
+const char *http_request_header(const struct http_request *req, const char *name, size_t *len);
+/* Number of headers named `name`. */
+unsigned http_request_header_count(const struct http_request *req, const char *name);
+/* 1 when a comma-separated header (any instance) contains `token`. */
+int http_request_header_has_token(const struct http_request *req, const char *name,
+                                  const char *token);
+
+/* Validate an upgrade to WebSocket. Returns 101 and fills *up, or the HTTP
+ * status to refuse with: 426 (not an upgrade: missing Upgrade/Connection/
+ * key/version headers), 400 (malformed key, unsupported version, only
+ * unknown subprotocols offered, duplicated key). */
+int http_ws_validate(const struct http_request *req, struct http_ws_upgrade *up);
+
+/* Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)).
+ * out must hold 29 bytes. Returns 0, or -1 on a crypto failure. */
+int http_ws_accept_key(const char *key, size_t key_len, char *out);
+
+/* Format a response head with Content-Length (body_len) and
+ * Connection: close; the caller sends the body after it (not for HEAD).
+ * `extra` is additional header lines ("Name: value\r\n"...), or NULL.
+ * Returns bytes written, or -1 when out is too small. */
+int http_format_head(char *out, size_t outlen, int status, const char *content_type,
+                     const char *extra, size_t body_len);
+
+const char *http_status_text(int status);
+
+#endif

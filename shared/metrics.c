@@ -1,0 +1,162 @@
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "segment.h"
+
+static void metrics_header(struct textbuf *out, const char *name, const char *type,
+                           const char *help)
+{
+    textbuf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metrics_sample(struct textbuf *out, const char *name, const char *env,
+                           const char *label, const char *value, uint64_t n)
+{
+    if (label)
+        textbuf_appendf(out, "%s{environment=\"%s\",%s=\"%s\"} %llu\n", name, env, label, value,
+                       (unsigned long long)n);
+    else
+        textbuf_appendf(out, "%s{environment=\"%s\"} %llu\n", name, env, (unsigned long long)n);
+}
+
+static void metrics_counter(struct textbuf *out, const char *name, const char *help,
+                            const char *env, uint64_t n)
+{
+    metrics_header(out, name, "counter", help);
+    metrics_sample(out, name, env, NULL, NULL, n);
+}
+
+static void metrics_gauge_double(struct textbuf *out, const char *name, const char *type,
+                                 const char *help, const char *env, double v)
+{
+    metrics_header(out, name, type, help);
+    textbuf_appendf(out, "%s{environment=\"%s\"} %.17g\n", name, env, v);
+}
+
+static void metrics_latency(struct textbuf *out, const char *env, const struct segment_totals *t)
+{
+    const char *name = "websocket_message_latency_seconds";
+    metrics_header(out, name, "histogram",
+                   "Time from a message entering the gateway (its last frame received) until "
+                   "its bytes are handed to the kernel for one recipient.");
+    uint64_t cumulative = 0;
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++) {
+        cumulative += t->latency_bucket[i];
+        char le[32];
+        if (i == SEGMENT_LATENCY_BUCKETS - 1)
+            snprintf(le, sizeof(le), "+Inf");
+        else
+            snprintf(le, sizeof(le), "%g", segment_latency_bounds[i]);
+        textbuf_appendf(out, "%s_bucket{environment=\"%s\",le=\"%s\"} %llu\n", name, env, le,
+                       (unsigned long long)cumulative);
+    }
+    textbuf_appendf(out, "%s_sum{environment=\"%s\"} %.9f\n", name, env,
+                   (double)t->latency_sum_ns / 1e9);
+    /* _count equals the +Inf bucket by construction (same snapshot). */
+    textbuf_appendf(out, "%s_count{environment=\"%s\"} %llu\n", name, env,
+                   (unsigned long long)cumulative);
+}
+
+static void metrics_process(struct textbuf *out, const char *env, const struct procstat *p)
+{
+    metrics_gauge_double(out, "process_cpu_seconds_total", "counter",
+                         "Total user and system CPU time spent by the master in seconds.", env,
+                         p->cpu_seconds);
+    metrics_gauge_double(out, "process_resident_memory_bytes", "gauge",
+                         "Resident memory size of the master in bytes.", env, p->resident_bytes);
+    metrics_gauge_double(out, "process_virtual_memory_bytes", "gauge",
+                         "Virtual memory size of the master in bytes.", env, p->virtual_bytes);
+    metrics_gauge_double(out, "process_open_fds", "gauge",
+                         "Number of open file descriptors of the master.", env, p->open_fds);
+    metrics_gauge_double(out, "process_max_fds", "gauge",
+                         "Maximum number of open file descriptors of the master.", env,
+                         p->max_fds);
+    metrics_gauge_double(out, "process_start_time_seconds", "gauge",
+                         "Start time of the master since unix epoch in seconds.", env,
+                         p->start_time_seconds);
+}
+
+void metrics_render(const struct segment *seg, const struct procstat *proc, struct textbuf *out)
+{
+    char env[CONFIG_STR_MAX];
+    struct segment_totals t;
+    struct config cfg;
+    segment_read_config(seg, &cfg);
+    snprintf(env, sizeof(env), "%s", cfg.environment);
+    segment_sum_counters(seg, &t);
+
+    const char *name = "websocket_connections_active";
+    metrics_header(out, name, "gauge", "Open WebSocket connections, per worker slot.");
+    int any = 0;
+    uint32_t states[WORKER_STATE_COUNT] = {0};
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
+        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
+            continue;
+        states[state]++;
+        char slot[16];
+        snprintf(slot, sizeof(slot), "%d", i);
+        int64_t c = atomic_load_explicit(&w->connections, memory_order_relaxed);
+        metrics_sample(out, name, env, "worker", slot, c > 0 ? (uint64_t)c : 0);
+        any = 1;
+    }
+    if (!any)
+        metrics_sample(out, name, env, "worker", "0", 0);
+
+    metrics_counter(out, "websocket_connections_total",
+                    "WebSocket connections accepted (upgraded) since start.", env,
+                    t.connections_total);
+
+    name = "websocket_disconnections_total";
+    metrics_header(out, name, "counter", "WebSocket connections closed, by reason.");
+    for (int i = 0; i < DISCONNECT_REASON_COUNT; i++)
+        metrics_sample(out, name, env, "reason", segment_disconnect_reason_name(i),
+                       t.disconnections[i]);
+
+    name = "websocket_connection_errors_total";
+    metrics_header(out, name, "counter",
+                   "Connections refused or failed before becoming a WebSocket, by type.");
+    for (int i = 0; i < CONN_ERROR_TYPE_COUNT; i++)
+        metrics_sample(out, name, env, "error_type", segment_connection_error_name(i),
+                       t.connection_errors[i]);
+
+    metrics_latency(out, env, &t);
+
+    metrics_counter(out, "websocket_messages_received_total",
+                    "WebSocket data messages received from clients.", env, t.messages_received);
+    metrics_counter(out, "websocket_messages_sent_total",
+                    "WebSocket data messages sent to clients.", env, t.messages_sent);
+    metrics_counter(out, "websocket_bytes_received_total",
+                    "Bytes received on WebSocket connections (frames included).", env,
+                    t.bytes_received);
+    metrics_counter(out, "websocket_bytes_sent_total",
+                    "Bytes sent on WebSocket connections (frames included).", env, t.bytes_sent);
+
+    name = "websocket_workers";
+    metrics_header(out, name, "gauge", "Worker processes, by state.");
+    for (int s = WORKER_STARTING; s < WORKER_STATE_COUNT; s++)
+        metrics_sample(out, name, env, "state", segment_worker_state_name(s), states[s]);
+
+    metrics_counter(out, "websocket_worker_restarts_total",
+                    "Workers respawned after exiting unexpectedly.", env,
+                    atomic_load(&seg->worker_restarts));
+
+    name = "websocket_config_reloads_total";
+    metrics_header(out, name, "counter", "Configuration reloads, by result.");
+    metrics_sample(out, name, env, "result", "success", atomic_load(&seg->config_reloads_success));
+    metrics_sample(out, name, env, "result", "failure", atomic_load(&seg->config_reloads_failure));
+
+    metrics_header(out, "websocket_streams_active", "gauge", "Streams currently held.");
+    metrics_sample(out, "websocket_streams_active", env, NULL, NULL, 0);
+
+    metrics_header(out, "websocket_max_connections", "gauge",
+                   "Configured replica-wide limit on WebSocket connections.");
+    metrics_sample(out, "websocket_max_connections", env, NULL, NULL,
+                   (uint64_t)cfg.max_connections);
+
+    if (proc)
+        metrics_process(out, env, proc);
+}

@@ -1,0 +1,152 @@
+/*
+ * segment-t.h — layout of the shared-memory segment.
+ *
+ * The master creates the segment (POSIX shm object "/wsgate-<port>") before
+ * forking, so every worker maps the same pages at the same address. Each
+ * worker slot is written by its worker only, with relaxed atomic stores
+ * (plain moves on x86-64: no lock, no syscall); readers sum across slots.
+ * The master alone writes the header's config block and the retired block.
+ *
+ *   offset 0
+ *   +---------------------------------------------------------------+
+ *   | struct segment (header)                                       |
+ *   |   magic "WSGATSEG", layout_version, size, created_at_ms       |
+ *   |   master_pid, worker_slots, draining                          |
+ *   |   config_seq (seqlock) + struct config  <- master writes      |
+ *   |   config_generation                                           |
+ *   |   connections (replica-wide, enforced against max_connections)|
+ *   |   master counters: config reloads, worker restarts            |
+ *   |   fold_seq (seqlock around folding a dead worker's counters)  |
+ *   |   retired: struct segment_counters <- master folds dead slots |
+ *   +---------------------------------------------------------------+
+ *   | worker[0]   struct segment_worker: pid, state, started_at,    |
+ *   |             restarts, connections, struct segment_counters    |
+ *   | worker[1]   ...                      <- written by worker 1   |
+ *   | ...                                                           |
+ *   | worker[SEGMENT_WORKER_SLOTS-1]                                |
+ *   +---------------------------------------------------------------+
+ *
+ * Every struct here holds no pointers (addresses differ between processes
+ * reading it from outside, like tools/wsstat).
+ */
+#ifndef WSGATE_SEGMENT_T_H
+#define WSGATE_SEGMENT_T_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config-t.h"
+
+#define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
+#define SEGMENT_LAYOUT_VERSION 1u
+#define SEGMENT_WORKER_SLOTS 64
+
+/* Why a WebSocket connection ended: the `reason` label. */
+enum segment_disconnect_reason {
+    DISCONNECT_CLIENT_CLOSE = 0,
+    DISCONNECT_TIMEOUT,
+    DISCONNECT_PROTOCOL_ERROR,
+    DISCONNECT_TOO_LARGE,
+    DISCONNECT_SLOW_CONSUMER,
+    DISCONNECT_SHUTDOWN,
+    DISCONNECT_RELOAD,
+    DISCONNECT_WORKER_EXIT,
+    DISCONNECT_ERROR,
+    DISCONNECT_REASON_COUNT
+};
+
+/* Why a connection was refused or failed before it was a WebSocket:
+ * the `error_type` label. */
+enum segment_connection_error {
+    CONN_ERROR_HANDSHAKE = 0,
+    CONN_ERROR_CAPACITY,
+    CONN_ERROR_TIMEOUT,
+    CONN_ERROR_AUTH,
+    CONN_ERROR_ORIGIN,
+    CONN_ERROR_TLS,
+    CONN_ERROR_IO,
+    CONN_ERROR_TYPE_COUNT
+};
+
+enum segment_worker_state {
+    WORKER_EMPTY = 0, /* slot not in use */
+    WORKER_STARTING,
+    WORKER_RUNNING,
+    WORKER_DRAINING,
+    WORKER_DEAD,      /* exited; waiting to be respawned (maybe in backoff) */
+    WORKER_STATE_COUNT
+};
+
+/* websocket_message_latency_seconds buckets: 100 µs … 10 s, plus +Inf. */
+#define SEGMENT_LATENCY_BUCKETS 17
+
+struct segment_counters {
+    _Atomic uint64_t connections_total;
+    _Atomic uint64_t disconnections[DISCONNECT_REASON_COUNT];
+    _Atomic uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
+    _Atomic uint64_t messages_received;
+    _Atomic uint64_t messages_sent;
+    _Atomic uint64_t bytes_received;
+    _Atomic uint64_t bytes_sent;
+    /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */
+    _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
+    _Atomic uint64_t latency_sum_ns;
+    _Atomic uint64_t latency_count;
+};
+
+struct segment_worker {
+    _Atomic int32_t pid;
+    _Atomic uint32_t state;        /* enum segment_worker_state */
+    _Atomic int64_t started_at_ms; /* wall clock */
+    _Atomic uint32_t restarts;     /* respawns of this slot */
+    _Atomic int64_t connections;   /* open WebSocket connections */
+    _Atomic uint64_t config_generation; /* last generation this worker applied */
+    _Atomic int64_t backoff_until_ms;   /* wall clock; crash-loop backoff, 0 = none */
+    struct segment_counters counters;
+    char pad[64];
+};
+
+struct segment {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t worker_slots;
+    uint64_t size;
+    int64_t created_at_ms;
+    _Atomic int32_t master_pid;
+    _Atomic uint32_t draining;
+    _Atomic uint32_t workers_wanted;
+
+    /* Seqlock: odd while the master rewrites `config`. */
+    _Atomic uint64_t config_seq;
+    _Atomic uint64_t config_generation;
+    struct config config;
+
+    _Atomic int64_t connections;
+
+    _Atomic uint64_t config_reloads_success;
+    _Atomic uint64_t config_reloads_failure;
+    _Atomic uint64_t worker_restarts;
+
+    /* Seqlock: odd while the master folds a dead worker into `retired`. */
+    _Atomic uint64_t fold_seq;
+    struct segment_counters retired;
+
+    struct segment_worker worker[SEGMENT_WORKER_SLOTS];
+};
+
+/* A plain (non-atomic) copy of counters, summed across slots, for rendering. */
+struct segment_totals {
+    uint64_t connections_total;
+    uint64_t disconnections[DISCONNECT_REASON_COUNT];
+    uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
+    uint64_t messages_received;
+    uint64_t messages_sent;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
+    uint64_t latency_sum_ns;
+    uint64_t latency_count;
+};
+
+#endif

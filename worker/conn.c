@@ -1,0 +1,310 @@
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "handshake.h"
+#include "http.h"
+#include "log.h"
+#include "segment.h"
+#include "sendq.h"
+#include "session.h"
+
+/* How long we wait for the client's close frame after sending ours. */
+#define CONN_CLOSE_WAIT_NS (2ull * 1000000000ull)
+
+void conn_id_string(const struct conn *c, char *out, size_t len)
+{
+    snprintf(out, len, "%d-%llu", c->w->slot_index, (unsigned long long)c->id);
+}
+
+static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    /* Every read is consumed before the callback returns (wslay copies
+     * what it keeps), so one buffer per worker serves every connection
+     * and an idle connection owns no read buffer. */
+    struct conn *c = handle->data;
+    buf->base = c->w->readbuf;
+    buf->len = sizeof(c->w->readbuf);
+}
+
+static void conn_link(struct worker *w, struct conn *c)
+{
+    c->next = w->conns;
+    c->prev = NULL;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+}
+
+static void conn_unlink(struct worker *w, struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->dirty) {
+        struct conn **pp = &w->dirty;
+        while (*pp && *pp != c)
+            pp = &(*pp)->dirty_next;
+        if (*pp)
+            *pp = c->dirty_next;
+    }
+}
+
+static void conn_on_close(uv_handle_t *handle)
+{
+    struct conn *c = handle->data;
+    conn_unlink(c->w, c);
+    sendq_free(&c->out);
+    session_free(c);
+    free(c->req);
+    free(c);
+}
+
+void conn_mark_dirty(struct conn *c)
+{
+    if (c->dirty || c->closed)
+        return;
+    c->dirty = 1;
+    c->dirty_next = c->w->dirty;
+    c->w->dirty = c;
+}
+
+int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns)
+{
+    if (c->closed)
+        return -1;
+    if (sendq_append(&c->out, data, len, origin_ns) < 0)
+        return -1;
+    conn_mark_dirty(c);
+    return 0;
+}
+
+static void conn_log_disconnect(struct conn *c, enum segment_disconnect_reason reason, int code)
+{
+    char id[32];
+    conn_id_string(c, id, sizeof(id));
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "disconnect");
+    log_str(&l, "conn", id);
+    log_str(&l, "remote", c->remote);
+    log_str(&l, "reason", segment_disconnect_reason_name(reason));
+    log_int(&l, "code", code);
+    log_double(&l, "duration_s", (double)(clock_now_ns() - c->upgraded_ns) / 1e9);
+    log_end(&l);
+}
+
+void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int code)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    if (c->counted) {
+        struct worker *w = c->w;
+        segment_counter_add(&w->slot->counters.disconnections[reason], 1);
+        segment_connection_release(w->seg, w->slot);
+        c->counted = 0;
+        conn_log_disconnect(c, reason, code);
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+void conn_refuse(struct conn *c, enum segment_connection_error error_type)
+{
+    segment_counter_add(&c->w->slot->counters.connection_errors[error_type], 1);
+    c->close_after_flush = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    conn_mark_dirty(c);
+}
+
+void conn_close_after_flush(struct conn *c, enum segment_disconnect_reason reason)
+{
+    c->reason = reason;
+    c->close_after_flush = 1;
+    conn_mark_dirty(c);
+}
+
+/* The close code a WebSocket connection ended with, for the log. */
+static int conn_close_code(const struct conn *c)
+{
+    if (c->close_code)
+        return c->close_code;
+    if (!c->ws)
+        return 0;
+    if (wslay_event_get_close_sent(c->ws))
+        return wslay_event_get_status_code_sent(c->ws);
+    return 1006;
+}
+
+void conn_after_write(struct conn *c)
+{
+    if (c->closed)
+        return;
+    if (!sendq_empty(&c->out))
+        conn_mark_dirty(c);
+    else if (c->close_after_flush)
+        conn_close_with(c, c->reason, conn_close_code(c));
+}
+
+void conn_io_failed(struct conn *c, int status)
+{
+    if (c->state == CONN_HTTP) {
+        segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
+        conn_close_with(c, DISCONNECT_ERROR, 0);
+        return;
+    }
+    /* A reset after our close frame is the client finishing the close its
+     * own way, not an error. */
+    enum segment_disconnect_reason reason = c->state == CONN_CLOSING ? c->reason : DISCONNECT_ERROR;
+    if (reason == DISCONNECT_ERROR && status != UV_ECONNRESET && status != UV_EPIPE) {
+        char id[32];
+        conn_id_string(c, id, sizeof(id));
+        struct log_line l;
+        log_begin(&l, LOG_WARN, "error");
+        log_str(&l, "conn", id);
+        log_str(&l, "remote", c->remote);
+        log_str(&l, "error", uv_strerror(status));
+        log_str(&l, "message", "socket error; the client will have to reconnect");
+        log_end(&l);
+    }
+    conn_close_with(c, reason, conn_close_code(c));
+}
+
+static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    if (nread == 0 || c->closed)
+        return;
+    if (nread < 0) {
+        if (c->state == CONN_HTTP) {
+            /* EOF before a complete head is a client that changed its
+             * mind (or a TCP port probe), not an error worth an alert. */
+            if (nread != UV_EOF)
+                segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
+            conn_close_with(c, DISCONNECT_ERROR, 0);
+        } else if (nread == UV_EOF) {
+            /* A client that closes TCP without a close frame still chose
+             * to leave; after our own close frame it is the normal end. */
+            conn_close_with(c, c->state == CONN_CLOSING ? c->reason : DISCONNECT_CLIENT_CLOSE,
+                            conn_close_code(c));
+        } else {
+            conn_io_failed(c, (int)nread);
+        }
+        return;
+    }
+    if (c->state == CONN_HTTP)
+        handshake_feed(c, buf->base, (size_t)nread);
+    else
+        session_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+static void conn_format_remote(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            uv_ip4_name(in, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(in6, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(c->remote, sizeof(c->remote), "%s:%d", host, port);
+}
+
+void conn_accept(struct worker *w)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_msg(LOG_ERROR, "error", "out of memory accepting a connection; it stays queued");
+        return;
+    }
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    conn_link(w, c);
+    if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp) < 0) {
+        c->closed = 1;
+        uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+        return;
+    }
+    c->id = ++w->next_conn_id;
+    c->state = CONN_HTTP;
+    c->accepted_ns = clock_now_ns();
+    sendq_init(&c->out);
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_format_remote(c);
+    c->req = malloc(sizeof(*c->req));
+    if (!c->req) {
+        conn_close_with(c, DISCONNECT_ERROR, 0);
+        return;
+    }
+    http_request_init(c->req);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+}
+
+void conn_flush_dirty(struct worker *w)
+{
+    uint64_t limit = (uint64_t)w->cfg.max_send_buffer;
+    while (w->dirty) {
+        struct conn *c = w->dirty;
+        w->dirty = c->dirty_next;
+        c->dirty = 0;
+        c->dirty_next = NULL;
+        if (c->closed)
+            continue;
+        int r = sendq_flush(c);
+        if (r < 0) {
+            conn_io_failed(c, r);
+            continue;
+        }
+        if (sendq_empty(&c->out)) {
+            if (c->close_after_flush)
+                conn_close_with(c, c->reason, conn_close_code(c));
+        } else if (c->state == CONN_WS && c->out.bytes > limit) {
+            session_close_slow_consumer(c);
+        }
+    }
+}
+
+void conn_sweep(struct worker *w, uint64_t now_ns)
+{
+    uint64_t handshake_ns = (uint64_t)w->cfg.handshake_timeout * 1000000000ull;
+    uint64_t idle_ns = (uint64_t)w->cfg.connection_timeout * 1000000000ull;
+    uint64_t ping_ns = (uint64_t)w->cfg.heartbeat_interval * 1000000000ull;
+    struct conn *next;
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->closed)
+            continue;
+        switch (c->state) {
+        case CONN_HTTP:
+            if (!c->close_after_flush && now_ns - c->accepted_ns > handshake_ns)
+                handshake_timed_out(c);
+            break;
+        case CONN_WS:
+            if (now_ns - c->last_rx_ns > idle_ns)
+                session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
+            else if (now_ns - c->last_ping_ns >= ping_ns)
+                session_ping(c, now_ns);
+            break;
+        case CONN_CLOSING:
+            if (now_ns - c->closing_since_ns > CONN_CLOSE_WAIT_NS)
+                conn_close_with(c, c->reason, conn_close_code(c));
+            break;
+        }
+    }
+}

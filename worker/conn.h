@@ -1,0 +1,45 @@
+/*
+ * conn — one accepted TCP connection, from accept to close.
+ *
+ * Reads are dispatched by state: the request head goes to handshake, frames
+ * go to session. Every close goes through conn_close_with(), which is the
+ * one place that counts the disconnection (or the connection error), logs
+ * it and gives back the replica-wide connection slot.
+ */
+#ifndef WSGATE_CONN_H
+#define WSGATE_CONN_H
+
+#include "worker-t.h"
+
+/* Accept one pending connection from the worker's listener. */
+void conn_accept(struct worker *w);
+
+/* Queue output and make sure it is flushed this loop iteration. */
+int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns);
+void conn_mark_dirty(struct conn *c);
+
+/* Close now: count `reason` (WebSocket) and log the disconnect with `code`
+ * (0 when no close frame was exchanged). Pending output is dropped. */
+void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int code);
+
+/* Refuse a connection still in its HTTP phase: count `error_type` and close
+ * once the response (if any) is flushed. */
+void conn_refuse(struct conn *c, enum segment_connection_error error_type);
+
+/* Close once everything queued has been written. */
+void conn_close_after_flush(struct conn *c, enum segment_disconnect_reason reason);
+
+/* sendq callbacks. */
+void conn_after_write(struct conn *c);
+void conn_io_failed(struct conn *c, int status);
+
+/* Flush all dirty connections (the worker's uv_check). */
+void conn_flush_dirty(struct worker *w);
+
+/* Periodic checks: handshake and idle timeouts, heartbeats, close waits. */
+void conn_sweep(struct worker *w, uint64_t now_ns);
+
+/* "<worker>-<n>", the id used in logs. */
+void conn_id_string(const struct conn *c, char *out, size_t len);
+
+#endif

@@ -1,0 +1,19 @@
+/*
+ * handshake — a connection's HTTP phase: read the request head, answer the
+ * plain endpoints, refuse bad upgrades with a precise status, and turn a
+ * valid /ws upgrade into a WebSocket session.
+ *
+ * Every response but 101 closes the connection once written.
+ */
+#ifndef WSGATE_HANDSHAKE_H
+#define WSGATE_HANDSHAKE_H
+
+#include <stddef.h>
+
+#include "worker-t.h"
+
+void handshake_feed(struct conn *c, const char *data, size_t len);
+/* The head did not arrive within handshake_timeout: answer 408, close. */
+void handshake_timed_out(struct conn *c);
+
+#endif

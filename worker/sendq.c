@@ -1,0 +1,168 @@
+#include "sendq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "segment.h"
+
+void sendq_init(struct sendq *q)
+{
+    q->head = q->tail = NULL;
+    q->bytes = 0;
+    q->inflight = 0;
+}
+
+void sendq_free(struct sendq *q)
+{
+    struct sendq_chunk *c = q->head;
+    while (c) {
+        struct sendq_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    sendq_init(q);
+}
+
+void sendq_drop_unsent(struct sendq *q)
+{
+    /* Keep the chunks a pending uv_write owns, and a head chunk the kernel
+     * has part of: a frame cut in the middle would corrupt the stream. */
+    unsigned keep = q->inflight;
+    if (keep == 0 && q->head && q->head->off > 0)
+        keep = 1;
+    struct sendq_chunk **pp = &q->head;
+    struct sendq_chunk *last = NULL;
+    for (unsigned i = 0; i < keep && *pp; i++) {
+        last = *pp;
+        pp = &(*pp)->next;
+    }
+    struct sendq_chunk *c = *pp;
+    *pp = NULL;
+    q->tail = last;
+    while (c) {
+        struct sendq_chunk *next = c->next;
+        q->bytes -= c->len - c->off;
+        free(c);
+        c = next;
+    }
+}
+
+struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns)
+{
+    struct sendq_chunk *c = malloc(sizeof(*c) + len);
+    if (!c)
+        return NULL;
+    c->next = NULL;
+    c->origin_ns = origin_ns;
+    c->len = (uint32_t)len;
+    c->off = 0;
+    return c;
+}
+
+void sendq_push(struct sendq *q, struct sendq_chunk *c)
+{
+    if (q->tail)
+        q->tail->next = c;
+    else
+        q->head = c;
+    q->tail = c;
+    q->bytes += c->len;
+}
+
+int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_ns)
+{
+    struct sendq_chunk *c = sendq_chunk_new(len, origin_ns);
+    if (!c)
+        return -1;
+    memcpy(c->data, data, len);
+    sendq_push(q, c);
+    return 0;
+}
+
+/* Account for `n` bytes the kernel accepted: pop finished chunks, counting
+ * each finished message and observing its latency. */
+static void sendq_consume(struct conn *conn, size_t n)
+{
+    struct sendq *q = &conn->out;
+    struct segment_counters *ctr = &conn->w->slot->counters;
+    uint64_t now = 0;
+    q->bytes -= n;
+    if (conn->state != CONN_HTTP)
+        segment_counter_add(&ctr->bytes_sent, n);
+    while (n > 0 && q->head) {
+        struct sendq_chunk *c = q->head;
+        size_t left = c->len - c->off;
+        if (n < left) {
+            c->off += (uint32_t)n;
+            return;
+        }
+        n -= left;
+        if (c->origin_ns) {
+            if (!now)
+                now = clock_now_ns();
+            segment_observe_latency(ctr, now - c->origin_ns);
+            segment_counter_add(&ctr->messages_sent, 1);
+        }
+        q->head = c->next;
+        if (!q->head)
+            q->tail = NULL;
+        free(c);
+    }
+}
+
+static void sendq_write_done(uv_write_t *req, int status)
+{
+    struct conn *conn = req->data;
+    struct sendq *q = &conn->out;
+    size_t n = 0;
+    struct sendq_chunk *c = q->head;
+    for (unsigned i = 0; i < q->inflight && c; i++, c = c->next)
+        n += c->len - c->off;
+    q->inflight = 0;
+    if (status < 0) {
+        /* UV_ECANCELED: the handle is closing; the chunks go with it. */
+        if (status != UV_ECANCELED)
+            conn_io_failed(conn, status);
+        return;
+    }
+    sendq_consume(conn, n);
+    conn_after_write(conn);
+}
+
+int sendq_flush(struct conn *conn)
+{
+    struct sendq *q = &conn->out;
+    if (q->inflight)
+        return 0; /* the pending uv_write's callback continues */
+    while (q->head) {
+        uv_buf_t bufs[SENDQ_IOV_MAX];
+        unsigned n = 0;
+        for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
+            bufs[n] = uv_buf_init(c->data + c->off, c->len - c->off);
+        int r = uv_try_write((uv_stream_t *)&conn->tcp, bufs, n);
+        if (r == UV_EAGAIN)
+            r = 0;
+        if (r < 0)
+            return r;
+        sendq_consume(conn, (size_t)r);
+        size_t asked = 0;
+        for (unsigned i = 0; i < n; i++)
+            asked += bufs[i].len;
+        if ((size_t)r == asked)
+            continue;
+        /* The kernel's buffer is full: let libuv wait for writability with
+         * the rest of this batch; its callback flushes what follows. */
+        n = 0;
+        for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
+            bufs[n] = uv_buf_init(c->data + c->off, c->len - c->off);
+        q->req.data = conn;
+        r = uv_write(&q->req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
+        if (r < 0)
+            return r;
+        q->inflight = n;
+        return 0;
+    }
+    return 0;
+}

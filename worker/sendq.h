@@ -1,0 +1,44 @@
+/*
+ * sendq — a connection's outgoing bytes, written in batches.
+ *
+ * Callers append whole frames or responses; nothing is written at append
+ * time. The worker flushes every dirty connection once per loop iteration
+ * (uv_check), handing up to SENDQ_IOV_MAX chunks to one writev via
+ * uv_try_write, and falls back to uv_write only for what the kernel would
+ * not take. A connection with nothing queued holds no buffer at all.
+ */
+#ifndef WSGATE_SENDQ_H
+#define WSGATE_SENDQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker-t.h"
+
+#define SENDQ_IOV_MAX 64
+
+void sendq_init(struct sendq *q);
+/* Drop everything (connection closed). */
+void sendq_free(struct sendq *q);
+/* Append a copy of data; origin_ns (0 = none) is the receive time of the
+ * message this answers, observed as latency when the bytes leave. */
+int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_ns);
+/* Append a chunk the caller filled (from sendq_chunk_new). */
+void sendq_push(struct sendq *q, struct sendq_chunk *c);
+struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns);
+
+/* Drop every chunk no byte of which has been handed to the kernel, so a
+ * close frame can follow what is already on its way. */
+void sendq_drop_unsent(struct sendq *q);
+
+/* Write what the kernel takes now. Returns 0, or a negative libuv error
+ * when the connection is broken. Completed messages are counted in the
+ * worker's slot (bytes, messages, latency). */
+int sendq_flush(struct conn *c);
+
+static inline int sendq_empty(const struct sendq *q)
+{
+    return q->head == NULL;
+}
+
+#endif

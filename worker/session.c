@@ -1,0 +1,267 @@
+#include "session.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+#include "router.h"
+#include "segment.h"
+#include "sendq.h"
+
+static ssize_t session_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                               void *user)
+{
+    struct conn *c = user;
+    if (c->rx_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = c->rx_len < len ? c->rx_len : len;
+    memcpy(buf, c->rx, n);
+    c->rx += n;
+    c->rx_len -= n;
+    return (ssize_t)n;
+}
+
+/* wslay's own output (pongs, close frames) goes to the send queue whole:
+ * accepting every byte keeps wslay from ever stopping mid-frame, which is
+ * what lets session_send_text put frames between its writes. */
+static ssize_t session_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                               int flags, void *user)
+{
+    struct conn *c = user;
+    if (sendq_append(&c->out, data, len, 0) < 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    conn_mark_dirty(c);
+    return (ssize_t)len;
+}
+
+static int session_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
+{
+    memset(buf, 0, len); /* servers never mask; wslay only asks clients */
+    return 0;
+}
+
+static void session_frame_start_cb(wslay_event_context_ptr ctx,
+                                   const struct wslay_event_on_frame_recv_start_arg *arg,
+                                   void *user)
+{
+    struct conn *c = user;
+    if (arg->opcode == WSLAY_BINARY_FRAME && c->state == CONN_WS) {
+        /* Refuse at the first frame header: a binary message is never
+         * buffered, whatever its size. */
+        static const char why[] = "binary frames are not accepted; send JSON text";
+        wslay_event_queue_close(ctx, 1003, (const uint8_t *)why, sizeof(why) - 1);
+        wslay_event_shutdown_read(ctx);
+    }
+}
+
+static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                           void *user)
+{
+    struct conn *c = user;
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
+        if (c->state != CONN_WS)
+            return;
+        segment_counter_add(&c->w->slot->counters.messages_received, 1);
+        c->msg_start_ns = clock_now_ns();
+        router_handle(c, (const char *)arg->msg, arg->msg_length);
+    } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        if (!c->close_wait)
+            c->reason = DISCONNECT_CLIENT_CLOSE;
+    }
+}
+
+static const struct wslay_event_callbacks session_callbacks = {
+    .recv_callback = session_recv_cb,
+    .send_callback = session_send_cb,
+    .genmask_callback = session_genmask_cb,
+    .on_frame_recv_start_callback = session_frame_start_cb,
+    .on_msg_recv_callback = session_msg_cb,
+};
+
+int session_start(struct conn *c)
+{
+    if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
+        c->ws = NULL;
+        log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
+        return -1;
+    }
+    session_apply_limits(c);
+    return 0;
+}
+
+void session_apply_limits(struct conn *c)
+{
+    if (c->ws)
+        wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->w->cfg.max_message_size);
+}
+
+void session_free(struct conn *c)
+{
+    if (c->ws) {
+        wslay_event_context_free(c->ws);
+        c->ws = NULL;
+    }
+}
+
+static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
+{
+    switch (code) {
+    case 1002:
+    case 1003:
+    case 1007:
+        return DISCONNECT_PROTOCOL_ERROR;
+    case 1009:
+        return DISCONNECT_TOO_LARGE;
+    default:
+        return DISCONNECT_ERROR;
+    }
+}
+
+/* Close on a frame-level protocol error that wslay reports only as a
+ * callback failure (oversized or fragmented control frame, bad length
+ * encoding): it has queued a close without a status code, so we skip its
+ * queue and write the 1002 frame ourselves. */
+static void session_protocol_error(struct conn *c)
+{
+    static const uint8_t frame[] = {0x88, 0x02, 0x03, 0xea};
+    sendq_append(&c->out, frame, sizeof(frame), 0);
+    c->close_code = 1002;
+    c->state = CONN_CLOSING;
+    c->closing_since_ns = clock_now_ns();
+    conn_close_after_flush(c, DISCONNECT_PROTOCOL_ERROR);
+}
+
+/* After wslay has read and written: decide whether the session is over. */
+static void session_after_io(struct conn *c)
+{
+    wslay_event_context_ptr ws = c->ws;
+    if (!wslay_event_get_close_sent(ws))
+        return;
+    if (wslay_event_get_close_received(ws)) {
+        /* Both closes exchanged: the handshake is complete. */
+        conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_CLIENT_CLOSE);
+        return;
+    }
+    if (c->close_wait)
+        return; /* our graceful close: wait for the client's reply */
+    /* wslay closed on a protocol violation: do not wait for a reply. */
+    if (c->state == CONN_WS) {
+        c->state = CONN_CLOSING;
+        c->closing_since_ns = clock_now_ns();
+    }
+    conn_close_after_flush(c, session_reason_for_code(wslay_event_get_status_code_sent(ws)));
+}
+
+void session_feed(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct segment_counters *ctr = &c->w->slot->counters;
+    c->rx = data;
+    c->rx_len = len;
+    c->last_rx_ns = clock_now_ns();
+    segment_counter_add(&ctr->bytes_received, len);
+
+    int r = wslay_event_recv(c->ws);
+    if (c->closed)
+        return;
+    if (r == WSLAY_ERR_CALLBACK_FAILURE) {
+        session_protocol_error(c);
+        return;
+    }
+    if (r != 0) {
+        log_msg(LOG_ERROR, "error", "wslay failed reading a frame (%d); closing with 1011", r);
+        c->close_code = 1011;
+        conn_close_with(c, DISCONNECT_ERROR, 1011);
+        return;
+    }
+    if (wslay_event_send(c->ws) != 0) {
+        conn_close_with(c, DISCONNECT_ERROR, 1011);
+        return;
+    }
+    session_after_io(c);
+}
+
+int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns)
+{
+    if (c->state != CONN_WS || c->closed)
+        return -1;
+    uint8_t hdr[10];
+    size_t hlen;
+    hdr[0] = 0x81; /* FIN + text */
+    if (len < 126) {
+        hdr[1] = (uint8_t)len;
+        hlen = 2;
+    } else if (len < 65536) {
+        hdr[1] = 126;
+        hdr[2] = (uint8_t)(len >> 8);
+        hdr[3] = (uint8_t)len;
+        hlen = 4;
+    } else {
+        hdr[1] = 127;
+        for (int i = 0; i < 8; i++)
+            hdr[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        hlen = 10;
+    }
+    struct sendq_chunk *chunk = sendq_chunk_new(hlen + len, origin_ns);
+    if (!chunk)
+        return -1;
+    memcpy(chunk->data, hdr, hlen);
+    memcpy(chunk->data + hlen, text, len);
+    sendq_push(&c->out, chunk);
+    conn_mark_dirty(c);
+    return 0;
+}
+
+void session_close(struct conn *c, uint16_t code, const char *text,
+                   enum segment_disconnect_reason reason)
+{
+    if (c->state != CONN_WS || c->closed)
+        return;
+    wslay_event_queue_close(c->ws, code, (const uint8_t *)text, strlen(text));
+    c->reason = reason;
+    c->close_wait = 1;
+    c->state = CONN_CLOSING;
+    c->closing_since_ns = clock_now_ns();
+    if (wslay_event_send(c->ws) != 0)
+        conn_close_with(c, reason, code);
+}
+
+void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
+                       enum segment_disconnect_reason reason)
+{
+    const char *why = reason == DISCONNECT_RELOAD ? "reload" : "shutdown";
+    char msg[128];
+    int n = snprintf(msg, sizeof(msg), "{\"type\":\"reconnect\",\"after_ms\":%u,\"reason\":\"%s\"}",
+                     after_ms, why);
+    session_send_text(c, msg, (size_t)n, 0);
+    session_close(c, code, why, reason);
+}
+
+void session_close_slow_consumer(struct conn *c)
+{
+    char id[32];
+    conn_id_string(c, id, sizeof(id));
+    struct log_line l;
+    log_begin(&l, LOG_WARN, "error");
+    log_str(&l, "conn", id);
+    log_str(&l, "remote", c->remote);
+    log_int(&l, "unsent_bytes", (int64_t)c->out.bytes);
+    log_str(&l, "message", "client is not reading fast enough (max_send_buffer); closing 1013, "
+                           "it should reconnect and resume with since");
+    log_end(&l);
+    sendq_drop_unsent(&c->out);
+    session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);
+}
+
+void session_ping(struct conn *c, uint64_t now_ns)
+{
+    struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
+    c->last_ping_ns = now_ns;
+    if (wslay_event_queue_msg(c->ws, &ping) == 0)
+        wslay_event_send(c->ws);
+}

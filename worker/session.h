@@ -1,0 +1,43 @@
+/*
+ * session — a connection's WebSocket phase, on wslay.
+ *
+ * wslay parses and validates incoming frames (masking, RSV bits, opcodes,
+ * control-frame rules, close codes, UTF-8 of text and close reasons, the
+ * message size limit) and answers pings and closes. We add what it leaves
+ * to the application: refusing binary data (1003), turning frame-level
+ * protocol errors into a proper 1002, and handing text messages to the
+ * router. Outgoing text messages bypass wslay's per-message copy: the frame
+ * is built straight into the connection's send queue (server frames are
+ * unmasked, so the bytes are final).
+ */
+#ifndef WSGATE_SESSION_H
+#define WSGATE_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker-t.h"
+
+int session_start(struct conn *c);
+void session_feed(struct conn *c, const uint8_t *data, size_t len);
+void session_free(struct conn *c);
+
+/* Queue one text message; origin_ns is the receive time of what it
+ * answers (0: none), for the latency histogram. */
+int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns);
+
+/* Send a close frame with `code`, then close the connection once the
+ * client answers (or after a short wait). `reason` is what gets counted. */
+void session_close(struct conn *c, uint16_t code, const char *text,
+                   enum segment_disconnect_reason reason);
+/* Tell the client when to come back, then close with `code` (1001 on
+ * shutdown, 1012 when a reload retires the worker). */
+void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
+                       enum segment_disconnect_reason reason);
+void session_close_slow_consumer(struct conn *c);
+void session_ping(struct conn *c, uint64_t now_ns);
+
+/* Apply a new max_message_size to a live session. */
+void session_apply_limits(struct conn *c);
+
+#endif

@@ -1,0 +1,186 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+#include "segment.h"
+#include "session.h"
+#include "wsgate-build.h"
+
+#define WORKER_TICK_MS 250
+#define WORKER_BACKLOG 1024
+
+static void worker_apply_config(struct worker *w)
+{
+    uint64_t gen = segment_read_config(w->seg, &w->cfg);
+    w->cfg_generation = gen;
+    log_configure(w->cfg.log_format, w->cfg.log_level);
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (!c->closed && c->ws)
+            session_apply_limits(c);
+    }
+    atomic_store(&w->slot->config_generation, gen);
+}
+
+static void worker_stop_listening(struct worker *w)
+{
+    if (!w->listening)
+        return;
+    w->listening = 0;
+    uv_close((uv_handle_t *)&w->listener, NULL);
+}
+
+/* Start a graceful drain: stop accepting, tell every client when to come
+ * back (after_ms spread over drain_window so a ward of dashboards does not
+ * reconnect in the same millisecond), and close them with `code`. */
+static void worker_drain(struct worker *w, enum segment_disconnect_reason reason, uint16_t code)
+{
+    if (w->draining)
+        return;
+    w->draining = (int)reason + 1;
+    worker_stop_listening(w);
+    atomic_store(&w->slot->state, WORKER_DRAINING);
+    w->drain_deadline_ns = clock_now_ns() + (uint64_t)w->cfg.shutdown_timeout * 1000000000ull;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)clock_now_ns();
+    uint32_t window = (uint32_t)w->cfg.drain_window * 1000u;
+    int count = 0;
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (c->closed || c->state != CONN_WS)
+            continue;
+        uint32_t after = window ? (uint32_t)rand_r(&seed) % (window + 1) : 0;
+        session_reconnect(c, code, after, reason);
+        count++;
+    }
+    log_msg(LOG_INFO, "shutdown", "draining %d connection(s) (%s)", count,
+            segment_disconnect_reason_name(reason));
+}
+
+static int worker_live_connections(const struct worker *w)
+{
+    int n = 0;
+    for (const struct conn *c = w->conns; c; c = c->next)
+        n += !c->closed;
+    return n;
+}
+
+static void worker_finish_drain(struct worker *w, uint64_t now)
+{
+    if (worker_live_connections(w) == 0) {
+        uv_stop(&w->loop);
+        return;
+    }
+    if (now < w->drain_deadline_ns)
+        return;
+    enum segment_disconnect_reason reason = (enum segment_disconnect_reason)(w->draining - 1);
+    for (struct conn *c = w->conns; c; c = c->next)
+        conn_close_with(c, reason, 1006);
+    uv_stop(&w->loop);
+}
+
+static void worker_on_tick(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    uint64_t now = clock_now_ns();
+    if (atomic_load(&w->seg->config_generation) != w->cfg_generation)
+        worker_apply_config(w);
+    conn_sweep(w, now);
+    if (w->draining)
+        worker_finish_drain(w, now);
+}
+
+static void worker_on_check(uv_check_t *h)
+{
+    conn_flush_dirty(h->data);
+}
+
+static void worker_on_connection(uv_stream_t *server, int status)
+{
+    struct worker *w = server->data;
+    if (status < 0) {
+        log_msg(LOG_WARN, "error", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    conn_accept(w);
+}
+
+static void worker_on_signal(uv_signal_t *h, int signum)
+{
+    struct worker *w = h->data;
+    if (signum == SIGTERM)
+        worker_drain(w, DISCONNECT_SHUTDOWN, 1001);
+    else if (signum == SIGUSR1)
+        worker_drain(w, DISCONNECT_RELOAD, 1012);
+}
+
+static void worker_close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int worker_main(struct segment *seg, int slot, int listen_fd)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    log_set_worker(slot);
+
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w) {
+        log_msg(LOG_ERROR, "error", "out of memory starting worker %d", slot);
+        return 1;
+    }
+    w->seg = seg;
+    w->slot_index = slot;
+    w->slot = segment_worker_slot(seg, slot);
+    uv_loop_init(&w->loop);
+    worker_apply_config(w);
+
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    int r = uv_tcp_open(&w->listener, listen_fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&w->listener, WORKER_BACKLOG, worker_on_connection);
+    if (r < 0) {
+        log_msg(LOG_ERROR, "error", "worker %d cannot listen on its socket: %s", slot,
+                uv_strerror(r));
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        free(w);
+        return 1;
+    }
+    w->listening = 1;
+
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, worker_on_tick, WORKER_TICK_MS, WORKER_TICK_MS);
+    uv_check_init(&w->loop, &w->flush);
+    w->flush.data = w;
+    uv_check_start(&w->flush, worker_on_check);
+    uv_signal_init(&w->loop, &w->sigterm);
+    w->sigterm.data = w;
+    uv_signal_start(&w->sigterm, worker_on_signal, SIGTERM);
+    uv_signal_init(&w->loop, &w->sigusr1);
+    w->sigusr1.data = w;
+    uv_signal_start(&w->sigusr1, worker_on_signal, SIGUSR1);
+
+    atomic_store(&w->slot->state, WORKER_RUNNING);
+    log_msg(LOG_INFO, "listen", "worker %d serving (pid %d)", slot, (int)getpid());
+
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+
+    /* Drained (or told to stop): close every handle and let their close
+     * callbacks free what they own, so nothing leaks at exit. */
+    uv_walk(&w->loop, worker_close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    free(w);
+    return 0;
+}
