@@ -109,7 +109,7 @@ int main(int argc, char **argv)
     char shm_name[64];
     segment_name((int)cfg.port, shm_name, sizeof(shm_name));
     struct segment *seg = NULL;
-    r = segment_create(shm_name, &seg);
+    r = segment_create(shm_name, &cfg, &seg);
     if (r < 0) {
         log_msg(LOG_ERROR, "error", "cannot create shared memory %s: %s", shm_name, strerror(-r));
         return 1;

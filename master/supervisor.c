@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 #include "listener.h"
 #include "log.h"
 #include "segment.h"
+#include "streamlog.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting counts toward a
@@ -53,6 +55,7 @@ struct supervisor {
     int wanted;
     int shutting_down;
     uv_timer_t shutdown_timer;
+    uv_timer_t reclaim_timer;
     struct admin *admin;
     int exit_status;
 };
@@ -80,8 +83,18 @@ static int supervisor_live_children(const struct supervisor *s)
 /* A forked worker must not keep the master's other sockets (admin
  * connections, other slots' listeners) or its epoll and signalfd: a kept
  * admin socket would stay open after the master closes it. Pipes and
- * files stay: libuv re-creates its global lock pipe at fork. */
-static void supervisor_child_close_fds(int keep)
+ * files stay: libuv re-creates its global lock pipe at fork. The wake-up
+ * eventfds of every slot stay too: workers wake each other with them. */
+static int supervisor_is_wake_fd(const struct segment *seg, int fd)
+{
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        if (seg->worker[i].wake_fd == fd)
+            return 1;
+    }
+    return 0;
+}
+
+static void supervisor_child_close_fds(const struct segment *seg, int keep)
 {
     DIR *d = opendir("/proc/self/fd");
     if (!d)
@@ -94,7 +107,7 @@ static void supervisor_child_close_fds(int keep)
         if (e->d_name[0] == '.')
             continue;
         int fd = atoi(e->d_name);
-        if (fd <= 2 || fd == keep || fd == dfd)
+        if (fd <= 2 || fd == keep || fd == dfd || supervisor_is_wake_fd(seg, fd))
             continue;
         struct stat st;
         char link[64] = "";
@@ -140,7 +153,7 @@ static int supervisor_spawn(struct supervisor *s, int index)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != master)
             _exit(1); /* the master died between fork and prctl */
-        supervisor_child_close_fds(sl->fd);
+        supervisor_child_close_fds(s->seg, sl->fd);
         atomic_store(&w->pid, (int32_t)getpid());
         exit(worker_main(s->seg, index, sl->fd));
     }
@@ -215,6 +228,7 @@ static void supervisor_reap(struct supervisor *s)
         struct segment_worker *w = segment_worker_slot(s->seg, index);
         sl->pid = 0;
         segment_fold_worker(s->seg, index);
+        streamlog_forget_worker(segment_streams(s->seg), index);
         atomic_store(&w->pid, 0);
 
         if (s->shutting_down || sl->retiring) {
@@ -389,6 +403,17 @@ static void supervisor_on_signal(uv_poll_t *h, int status, int events)
     }
 }
 
+/* Streams nobody subscribes to or publishes on for stream_ttl go, with
+ * their history; done by the master so it happens even with idle workers. */
+static void supervisor_on_reclaim(uv_timer_t *t)
+{
+    struct supervisor *s = t->data;
+    unsigned n = streamlog_reclaim(segment_streams(s->seg), clock_wall_ms(),
+                                   s->cfg.stream_ttl * 1000);
+    if (n)
+        log_msg(LOG_DEBUG, "streams", "reclaimed %u idle stream(s)", n);
+}
+
 static void supervisor_close_walk(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -429,6 +454,16 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
     }
     uv_timer_init(&s.loop, &s.shutdown_timer);
     s.shutdown_timer.data = &s;
+    uv_timer_init(&s.loop, &s.reclaim_timer);
+    s.reclaim_timer.data = &s;
+    uv_timer_start(&s.reclaim_timer, supervisor_on_reclaim, 1000, 1000);
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        seg->worker[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (seg->worker[i].wake_fd < 0) {
+            log_msg(LOG_ERROR, "error", "eventfd failed: %s", strerror(errno));
+            return 1;
+        }
+    }
     uv_poll_init(&s.loop, &s.signal_poll, s.signal_fd);
     s.signal_poll.data = &s;
     uv_poll_start(&s.signal_poll, UV_READABLE, supervisor_on_signal);
@@ -455,6 +490,7 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
         if (s.slots[i].fd >= 0)
             close(s.slots[i].fd);
+        close(seg->worker[i].wake_fd);
     }
     return s.exit_status;
 }

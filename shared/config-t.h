@@ -29,6 +29,10 @@ struct config {
     int64_t history_size;        /* messages per stream */
     int64_t shutdown_timeout;    /* seconds */
     int64_t drain_window;        /* seconds over which reconnect after_ms is spread */
+    int64_t max_streams;         /* streams per replica (restart to change) */
+    int64_t max_subscriptions;   /* per connection */
+    int64_t stream_memory;       /* bytes of segment for stream logs (restart to change) */
+    int64_t stream_ttl;          /* seconds before an unused stream is reclaimed */
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];

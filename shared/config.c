@@ -53,6 +53,13 @@ static const struct config_key config_keys[] = {
     CK_INT(history_size, 1024, 1, 1000000, 0, "messages held per stream for resume"),
     CK_INT(shutdown_timeout, 30, 0, 3600, 0, "seconds a drain may take before closing the rest"),
     CK_INT(drain_window, 5, 0, 600, 0, "seconds over which reconnect after_ms is spread on drain"),
+    CK_INT(max_streams, 1024, 1, 1000000, 0, "streams held per replica (restart to change)"),
+    CK_INT(max_subscriptions, 64, 1, 100000, 0, "subscriptions per connection"),
+    CK_INT(stream_memory, 536870912, 1048576, 68719476736LL, 0,
+           "bytes of shared memory for stream history, split evenly across max_streams "
+           "(restart to change)"),
+    CK_INT(stream_ttl, 300, 1, 604800, 0,
+           "seconds without subscriber or publish before a stream and its history are dropped"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
            "value of the environment label on every metric"),
     CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),
@@ -202,6 +209,10 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
     }
     if (!pool)
         rc = config_check_environment(cfg, filename, err, errlen);
+    if (rc == 0 && !pool && cfg->stream_memory / cfg->max_streams < 4096)
+        rc = config_fail(err, errlen, filename, 0, "stream_memory",
+                         "gives each stream less than 4 KiB of history: raise it or lower "
+                         "max_streams");
     config_derive(cfg);
 out:
     config_destroy(&lc);
@@ -282,6 +293,10 @@ const char *config_restart_key_changed(const struct config *old_cfg, const struc
         return "port";
     if (strcmp(old_cfg->bind_address, new_cfg->bind_address) != 0)
         return "bind_address";
+    if (old_cfg->max_streams != new_cfg->max_streams)
+        return "max_streams";
+    if (old_cfg->stream_memory != new_cfg->stream_memory)
+        return "stream_memory";
     return NULL;
 }
 

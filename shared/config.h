@@ -27,7 +27,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 int config_parse_text(const char *text, const char *filename, int pool, struct config *cfg,
                       char *err, size_t errlen);
 
-/* Keys whose change needs a restart ("port", "bind_address"): returns the
+/* Keys whose change needs a restart ("port", "bind_address", "max_streams",
+ * "stream_memory": they size the socket and the segment): returns the
  * first such key that differs, or NULL. */
 const char *config_restart_key_changed(const struct config *old_cfg, const struct config *new_cfg);
 

@@ -5,6 +5,7 @@
 
 #include "clock.h"
 #include "segment.h"
+#include "streamlog.h"
 #include "wsgate-build.h"
 
 enum health_status health_status(const struct segment *seg, const char **reason)
@@ -88,7 +89,12 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
     json_object_set_new(root, "connections", conns);
 
     json_t *streams = json_object();
-    json_object_set_new(streams, "active", json_integer(0));
+    const struct streamlog *sl = segment_streams(seg);
+    json_object_set_new(streams, "active", json_integer(atomic_load(&sl->active)));
+    json_object_set_new(streams, "limit", json_integer(sl->max_streams));
+    json_object_set_new(streams, "stream_memory", json_integer((json_int_t)seg->streams_bytes));
+    json_object_set_new(streams, "bytes_per_stream", json_integer((json_int_t)sl->ring_bytes));
+    json_object_set_new(streams, "history_size", json_integer(cfg.history_size));
     json_object_set_new(root, "streams", streams);
 
     json_object_set_new(root, "broker", json_string("none"));

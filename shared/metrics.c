@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "segment.h"
+#include "streamlog.h"
 
 static void metrics_header(struct textbuf *out, const char *name, const char *type,
                            const char *help)
@@ -150,7 +151,8 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_sample(out, name, env, "result", "failure", atomic_load(&seg->config_reloads_failure));
 
     metrics_header(out, "websocket_streams_active", "gauge", "Streams currently held.");
-    metrics_sample(out, "websocket_streams_active", env, NULL, NULL, 0);
+    metrics_sample(out, "websocket_streams_active", env, NULL, NULL,
+                   atomic_load(&segment_streams(seg)->active));
 
     metrics_header(out, "websocket_max_connections", "gauge",
                    "Configured replica-wide limit on WebSocket connections.");

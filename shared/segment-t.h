@@ -25,6 +25,9 @@
  *   | ...                                                           |
  *   | worker[SEGMENT_WORKER_SLOTS-1]                                |
  *   +---------------------------------------------------------------+
+ *   | stream logs (struct streamlog, see streamlog-t.h), at          |
+ *   | streams_offset, page-aligned: stream table and history rings  |
+ *   +---------------------------------------------------------------+
  *
  * Every struct here holds no pointers (addresses differ between processes
  * reading it from outside, like tools/wsstat).
@@ -37,9 +40,10 @@
 #include <sys/types.h>
 
 #include "config-t.h"
+#include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 1u
+#define SEGMENT_LAYOUT_VERSION 2u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -103,6 +107,9 @@ struct segment_worker {
     _Atomic int64_t connections;   /* open WebSocket connections */
     _Atomic uint64_t config_generation; /* last generation this worker applied */
     _Atomic int64_t backoff_until_ms;   /* wall clock; crash-loop backoff, 0 = none */
+    int32_t wake_fd;                    /* eventfd that wakes this worker (same number in
+                                           every forked worker; meaningless elsewhere) */
+    _Atomic uint32_t wake_pending;      /* 1: a wake-up is already on its way */
     struct segment_counters counters;
     char pad[64];
 };
@@ -133,6 +140,10 @@ struct segment {
     struct segment_counters retired;
 
     struct segment_worker worker[SEGMENT_WORKER_SLOTS];
+
+    /* struct streamlog lives here, page-aligned, sized at creation. */
+    uint64_t streams_offset;
+    uint64_t streams_bytes;
 };
 
 /* A plain (non-atomic) copy of counters, summed across slots, for rendering. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "streamlog.h"
 
 const double segment_latency_bounds[SEGMENT_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -48,7 +49,7 @@ void segment_name(int port, char *buf, size_t len)
     snprintf(buf, len, "/wsgate-%d", port);
 }
 
-int segment_create(const char *name, struct segment **out)
+int segment_create(const char *name, const struct config *cfg, struct segment **out)
 {
     /* A previous master killed with SIGKILL leaves its object behind; the
      * listening socket bound just before proves no live master owns it. */
@@ -56,7 +57,11 @@ int segment_create(const char *name, struct segment **out)
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0644);
     if (fd < 0)
         return -errno;
-    size_t size = sizeof(struct segment);
+    uint64_t page = 4096;
+    uint64_t streams_offset = (sizeof(struct segment) + page - 1) / page * page;
+    uint64_t streams_bytes =
+        streamlog_bytes((uint32_t)cfg->max_streams, (uint64_t)cfg->stream_memory);
+    size_t size = (size_t)(streams_offset + streams_bytes);
     if (ftruncate(fd, (off_t)size) < 0) {
         int e = errno;
         close(fd);
@@ -70,8 +75,18 @@ int segment_create(const char *name, struct segment **out)
         shm_unlink(name);
         return -e;
     }
+    /* A new shm object reads as zeros: nothing to clear, and the history
+     * rings cost memory only once streams write into them. */
     struct segment *seg = p;
-    memset(seg, 0, size);
+    seg->streams_offset = streams_offset;
+    seg->streams_bytes = streams_bytes;
+    int r = streamlog_init(segment_streams(seg), (uint32_t)cfg->max_streams,
+                           (uint64_t)cfg->stream_memory);
+    if (r < 0) {
+        munmap(p, size);
+        shm_unlink(name);
+        return r;
+    }
     seg->magic = SEGMENT_MAGIC;
     seg->layout_version = SEGMENT_LAYOUT_VERSION;
     seg->worker_slots = SEGMENT_WORKER_SLOTS;
@@ -100,14 +115,15 @@ int segment_attach_readonly(const char *name, const struct segment **out)
         close(fd);
         return -EPROTO;
     }
-    void *p = mmap(NULL, sizeof(struct segment), PROT_READ, MAP_SHARED, fd, 0);
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     int e = errno;
     close(fd);
     if (p == MAP_FAILED)
         return -e;
     const struct segment *seg = p;
-    if (seg->magic != SEGMENT_MAGIC || seg->layout_version != SEGMENT_LAYOUT_VERSION) {
-        munmap(p, sizeof(struct segment));
+    if (seg->magic != SEGMENT_MAGIC || seg->layout_version != SEGMENT_LAYOUT_VERSION ||
+        seg->size != (uint64_t)st.st_size) {
+        munmap(p, (size_t)st.st_size);
         return -EPROTO;
     }
     *out = seg;
@@ -116,7 +132,7 @@ int segment_attach_readonly(const char *name, const struct segment **out)
 
 void segment_detach(const struct segment *seg)
 {
-    munmap((void *)seg, sizeof(struct segment));
+    munmap((void *)seg, seg->size);
 }
 
 int segment_latency_bucket(uint64_t ns)

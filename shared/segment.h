@@ -18,13 +18,19 @@
 /* "/wsgate-<port>" */
 void segment_name(int port, char *buf, size_t len);
 
-/* Master: create (replacing a stale object of a dead master) and map. */
-int segment_create(const char *name, struct segment **out);
+/* Master: create (replacing a stale object of a dead master) and map,
+ * with room for the stream logs that cfg sizes. */
+int segment_create(const char *name, const struct config *cfg, struct segment **out);
 /* Master: unmap and remove the name. */
 void segment_destroy(struct segment *seg, const char *name);
 /* Tools: map an existing segment read-only; checks magic and version. */
 int segment_attach_readonly(const char *name, const struct segment **out);
 void segment_detach(const struct segment *seg);
+
+static inline struct streamlog *segment_streams(const struct segment *seg)
+{
+    return (struct streamlog *)((char *)seg + seg->streams_offset);
+}
 
 static inline struct segment_worker *segment_worker_slot(struct segment *seg, int slot)
 {

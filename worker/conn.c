@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "handshake.h"
+#include "hub.h"
 #include "http.h"
 #include "log.h"
 #include "segment.h"
@@ -105,6 +106,7 @@ void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int 
     if (c->closed)
         return;
     c->closed = 1;
+    hub_conn_closed(c);
     if (c->counted) {
         struct worker *w = c->w;
         segment_counter_add(&w->slot->counters.disconnections[reason], 1);

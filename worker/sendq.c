@@ -14,15 +14,54 @@ void sendq_init(struct sendq *q)
     q->inflight = 0;
 }
 
+static void sendq_chunk_free(struct sendq_chunk *c)
+{
+    if (c->frame)
+        sendq_frame_unref(c->frame);
+    free(c);
+}
+
 void sendq_free(struct sendq *q)
 {
     struct sendq_chunk *c = q->head;
     while (c) {
         struct sendq_chunk *next = c->next;
-        free(c);
+        sendq_chunk_free(c);
         c = next;
     }
     sendq_init(q);
+}
+
+struct sendq_frame *sendq_frame_new(size_t len)
+{
+    struct sendq_frame *f = malloc(sizeof(*f) + len);
+    if (!f)
+        return NULL;
+    f->refs = 1;
+    f->len = (uint32_t)len;
+    return f;
+}
+
+void sendq_frame_unref(struct sendq_frame *f)
+{
+    if (--f->refs == 0)
+        free(f);
+}
+
+int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)
+{
+    struct sendq_chunk *c = malloc(sizeof(*c));
+    if (!c)
+        return -1;
+    c->next = NULL;
+    c->frame = f;
+    c->origin_ns = origin_ns;
+    c->len = f->len;
+    c->off = 0;
+    c->message = 1;
+    f->refs++;
+    sendq_push(q, c);
+    return 0;
 }
 
 void sendq_drop_unsent(struct sendq *q)
@@ -44,7 +83,7 @@ void sendq_drop_unsent(struct sendq *q)
     while (c) {
         struct sendq_chunk *next = c->next;
         q->bytes -= c->len - c->off;
-        free(c);
+        sendq_chunk_free(c);
         c = next;
     }
 }
@@ -55,9 +94,11 @@ struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns)
     if (!c)
         return NULL;
     c->next = NULL;
+    c->frame = NULL;
     c->origin_ns = origin_ns;
     c->len = (uint32_t)len;
     c->off = 0;
+    c->message = origin_ns != 0;
     return c;
 }
 
@@ -99,16 +140,17 @@ static void sendq_consume(struct conn *conn, size_t n)
             return;
         }
         n -= left;
+        if (c->message)
+            segment_counter_add(&ctr->messages_sent, 1);
         if (c->origin_ns) {
             if (!now)
                 now = clock_now_ns();
             segment_observe_latency(ctr, now - c->origin_ns);
-            segment_counter_add(&ctr->messages_sent, 1);
         }
         q->head = c->next;
         if (!q->head)
             q->tail = NULL;
-        free(c);
+        sendq_chunk_free(c);
     }
 }
 
@@ -140,7 +182,7 @@ int sendq_flush(struct conn *conn)
         uv_buf_t bufs[SENDQ_IOV_MAX];
         unsigned n = 0;
         for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
-            bufs[n] = uv_buf_init(c->data + c->off, c->len - c->off);
+            bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
         int r = uv_try_write((uv_stream_t *)&conn->tcp, bufs, n);
         if (r == UV_EAGAIN)
             r = 0;
@@ -156,7 +198,7 @@ int sendq_flush(struct conn *conn)
          * the rest of this batch; its callback flushes what follows. */
         n = 0;
         for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
-            bufs[n] = uv_buf_init(c->data + c->off, c->len - c->off);
+            bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
         q->req.data = conn;
         r = uv_write(&q->req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
         if (r < 0)

@@ -25,7 +25,20 @@ void sendq_free(struct sendq *q);
 int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_ns);
 /* Append a chunk the caller filled (from sendq_chunk_new). */
 void sendq_push(struct sendq *q, struct sendq_chunk *c);
+/* A chunk with room for len bytes; `message` counts it as a message sent
+ * and origin_ns (0: none) is observed as its latency when it leaves. */
 struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns);
+
+/* Shared frames: refs start at 1 (the builder's); every queue holding it
+ * takes one more. */
+struct sendq_frame *sendq_frame_new(size_t len);
+void sendq_frame_unref(struct sendq_frame *f);
+int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns);
+
+static inline char *sendq_chunk_bytes(struct sendq_chunk *c)
+{
+    return c->frame ? c->frame->bytes : c->data;
+}
 
 /* Drop every chunk no byte of which has been handed to the kernel, so a
  * close frame can follow what is already on its way. */

@@ -15,13 +15,25 @@
 #include "config-t.h"
 #include "http-t.h"
 #include "segment-t.h"
+#include "streamlog-t.h"
 
-/* One queued piece of output: bytes owned by the chunk. */
+/* A complete frame built once and referenced by every queue that sends
+ * it (server frames are unmasked, so the bytes are the same for all). */
+struct sendq_frame {
+    uint32_t refs;
+    uint32_t len;
+    char bytes[];
+};
+
+/* One queued piece of output: its own bytes (data[]), or a reference to a
+ * shared frame. */
 struct sendq_chunk {
     struct sendq_chunk *next;
-    uint64_t origin_ns; /* when the message it answers entered; 0 = not a message */
+    struct sendq_frame *frame; /* NULL: the bytes are in data[] */
+    uint64_t origin_ns; /* when the message entered the gateway; 0 = no latency */
     uint32_t len;
-    uint32_t off;       /* bytes of data already handed to the kernel */
+    uint32_t off;       /* bytes already handed to the kernel */
+    uint32_t message;   /* 1: counts in websocket_messages_sent_total */
     char data[];
 };
 
@@ -39,6 +51,7 @@ enum conn_state {
 };
 
 struct worker;
+struct hub_sub;
 
 struct conn {
     uv_tcp_t tcp;
@@ -67,7 +80,42 @@ struct conn {
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     int text_message;               /* current incoming message is text */
     struct sendq out;
+    struct hub_sub *subs;           /* this connection's subscriptions */
+    uint32_t nsubs;
     char remote[56];
+};
+
+/* One stream as this worker sees it: its local subscribers and how far
+ * the worker has fanned it out. Also caches the name lookup for
+ * publishers, so a publish costs no table lock. */
+struct hub_stream {
+    struct hub_stream *next;        /* hash chain */
+    struct streamlog_ref ref;
+    uint64_t delivered_seq;         /* every seq <= this went to local subscribers */
+    struct hub_sub *subs;
+    uint32_t nsubs;
+    uint32_t name_len;
+    uint64_t last_used_ns;
+    char name[STREAMLOG_NAME_MAX + 1];
+};
+
+struct hub_sub {
+    struct conn *conn;
+    struct hub_stream *hs;
+    uint64_t from_seq;              /* deliver live messages with seq > from_seq */
+    struct hub_sub *stream_prev, *stream_next;
+    struct hub_sub *conn_next;
+};
+
+#define HUB_BUCKETS 1024
+
+struct hub {
+    struct hub_stream *buckets[HUB_BUCKETS];
+    uv_poll_t wake;                 /* this worker's eventfd */
+    int wake_fd;
+    int scan;                       /* fan out at the next uv_check */
+    uint64_t wake_mask;             /* other workers to wake at the next uv_check */
+    uint64_t streams;
 };
 
 struct worker {
@@ -91,6 +139,7 @@ struct worker {
     int draining;                /* 0, or the disconnect reason of the drain */
     uint64_t drain_deadline_ns;
     uint64_t last_handshake_second;
+    struct hub hub;
     char readbuf[65536];
 };
 

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "hub.h"
 #include "log.h"
 #include "segment.h"
 #include "session.h"
@@ -90,13 +91,16 @@ static void worker_on_tick(uv_timer_t *t)
     if (atomic_load(&w->seg->config_generation) != w->cfg_generation)
         worker_apply_config(w);
     conn_sweep(w, now);
+    hub_sweep(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
 
 static void worker_on_check(uv_check_t *h)
 {
-    conn_flush_dirty(h->data);
+    struct worker *w = h->data;
+    hub_run(w);
+    conn_flush_dirty(w);
 }
 
 static void worker_on_connection(uv_stream_t *server, int status)
@@ -171,6 +175,11 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
     w->sigusr1.data = w;
     uv_signal_start(&w->sigusr1, worker_on_signal, SIGUSR1);
 
+    r = hub_init(w, w->slot->wake_fd);
+    if (r < 0)
+        log_msg(LOG_ERROR, "error", "worker %d cannot poll its wake-up eventfd: %s; "
+                "it will only deliver messages published on itself", slot, uv_strerror(r));
+
     atomic_store(&w->slot->state, WORKER_RUNNING);
     log_msg(LOG_INFO, "listen", "worker %d serving (pid %d)", slot, (int)getpid());
 
@@ -178,6 +187,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
 
     /* Drained (or told to stop): close every handle and let their close
      * callbacks free what they own, so nothing leaks at exit. */
+    hub_close(w);
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
