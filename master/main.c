@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -94,6 +95,14 @@ int main(int argc, char **argv)
     log_str(&l, "environment", cfg.environment);
     log_int(&l, "pid", getpid());
     log_end(&l);
+
+    /* Every connection is a descriptor: take the whole hard limit, so
+     * max_connections is the limit that bites, not the default 1024. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     int r = listener_probe(cfg.bind_address, (int)cfg.port);
     if (r < 0) {

@@ -139,7 +139,7 @@ static int conn_close_code(const struct conn *c)
     if (c->close_code)
         return c->close_code;
     if (!c->ws)
-        return 0;
+        return c->state == CONN_HTTP ? 0 : 1006;
     if (wslay_event_get_close_sent(c->ws))
         return wslay_event_get_status_code_sent(c->ws);
     return 1006;

@@ -110,10 +110,7 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
     c->upgraded_ns = c->last_rx_ns = c->last_ping_ns = clock_now_ns();
     segment_counter_add(&w->slot->counters.connections_total, 1);
     handshake_log_connect(c);
-    if (session_start(c) < 0) {
-        conn_close_with(c, DISCONNECT_ERROR, 1011);
-        return;
-    }
+    /* The wslay context is created by the first bytes that need it. */
     if (rest_len)
         session_feed(c, (const uint8_t *)rest, rest_len);
 }

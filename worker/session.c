@@ -51,6 +51,11 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
                                    void *user)
 {
     struct conn *c = user;
+    uint64_t len = arg->payload_length;
+    c->ws_frame_size = 2 + 4 + len + (len < 126 ? 0 : len < 65536 ? 2 : 8);
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
+        arg->opcode == WSLAY_CONTINUATION_FRAME)
+        c->ws_fragmented = !arg->fin;
     if (arg->opcode == WSLAY_BINARY_FRAME && c->state == CONN_WS) {
         /* Refuse at the first frame header: a binary message is never
          * buffered, whatever its size. */
@@ -58,6 +63,12 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
         wslay_event_queue_close(ctx, 1003, (const uint8_t *)why, sizeof(why) - 1);
         wslay_event_shutdown_read(ctx);
     }
+}
+
+static void session_frame_end_cb(wslay_event_context_ptr ctx, void *user)
+{
+    struct conn *c = user;
+    c->ws_framed += c->ws_frame_size;
 }
 
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -81,11 +92,14 @@ static const struct wslay_event_callbacks session_callbacks = {
     .send_callback = session_send_cb,
     .genmask_callback = session_genmask_cb,
     .on_frame_recv_start_callback = session_frame_start_cb,
+    .on_frame_recv_end_callback = session_frame_end_cb,
     .on_msg_recv_callback = session_msg_cb,
 };
 
 int session_start(struct conn *c)
 {
+    c->ws_fed = c->ws_framed = 0;
+    c->ws_fragmented = 0;
     if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
         c->ws = NULL;
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
@@ -99,6 +113,22 @@ void session_apply_limits(struct conn *c)
 {
     if (c->ws)
         wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->w->cfg.max_message_size);
+}
+
+/* An idle connection keeps no wslay context (about 8.6 KiB each): once
+ * every byte fed to wslay belongs to a finished frame, no message is half
+ * assembled and nothing is queued, the context holds no state worth
+ * keeping, and the next bytes get a fresh one. */
+static void session_release_if_idle(struct conn *c)
+{
+    wslay_event_context_ptr ws = c->ws;
+    if (c->state != CONN_WS || c->close_after_flush || c->ws_fragmented ||
+        c->ws_fed != c->ws_framed || wslay_event_want_write(ws) ||
+        wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
+        !wslay_event_get_read_enabled(ws))
+        return;
+    wslay_event_context_free(ws);
+    c->ws = NULL;
 }
 
 void session_free(struct conn *c)
@@ -165,6 +195,11 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
     c->rx_len = len;
     c->last_rx_ns = clock_now_ns();
     segment_counter_add(&ctr->bytes_received, len);
+    if (!c->ws && session_start(c) < 0) {
+        conn_close_with(c, DISCONNECT_ERROR, 1011);
+        return;
+    }
+    c->ws_fed += len;
 
     int r = wslay_event_recv(c->ws);
     if (c->closed)
@@ -184,6 +219,8 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         return;
     }
     session_after_io(c);
+    if (!c->closed && c->ws)
+        session_release_if_idle(c);
 }
 
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns)
@@ -222,6 +259,10 @@ void session_close(struct conn *c, uint16_t code, const char *text,
 {
     if (c->state != CONN_WS || c->closed)
         return;
+    if (!c->ws && session_start(c) < 0) {
+        conn_close_with(c, reason, 1006);
+        return;
+    }
     wslay_event_queue_close(c->ws, code, (const uint8_t *)text, strlen(text));
     c->reason = reason;
     c->close_wait = 1;
@@ -260,8 +301,10 @@ void session_close_slow_consumer(struct conn *c)
 
 void session_ping(struct conn *c, uint64_t now_ns)
 {
-    struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
+    static const uint8_t ping[] = {0x89, 0x00}; /* FIN + ping, empty, unmasked */
     c->last_ping_ns = now_ns;
-    if (wslay_event_queue_msg(c->ws, &ping) == 0)
-        wslay_event_send(c->ws);
+    /* Written directly: a heartbeat must not bring back the wslay context
+     * of an idle connection, and wslay never stops mid-frame. */
+    sendq_append(&c->out, ping, sizeof(ping), 0);
+    conn_mark_dirty(c);
 }

@@ -67,7 +67,11 @@ struct conn {
     unsigned subprotocol : 1;
     unsigned close_wait : 1;        /* we sent a close frame and wait for the reply */
     struct http_request *req;       /* CONN_HTTP only */
-    wslay_event_context_ptr ws;     /* CONN_WS only */
+    wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
+    uint64_t ws_fed;                /* bytes given to ws since it was created */
+    uint64_t ws_framed;             /* bytes of the frames it has finished */
+    uint64_t ws_frame_size;         /* header + payload of the frame being read */
+    unsigned ws_fragmented : 1;     /* a fragmented message is being assembled */
     const uint8_t *rx;              /* bytes being fed to wslay */
     size_t rx_len;
     uint64_t accepted_ns;
