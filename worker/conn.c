@@ -16,6 +16,8 @@
 
 /* How long we wait for the client's close frame after sending ours. */
 #define CONN_CLOSE_WAIT_NS (2ull * 1000000000ull)
+/* A connection silent this long gives its wslay context back. */
+#define CONN_QUIET_NS (1ull * 1000000000ull)
 
 void conn_id_string(const struct conn *c, char *out, size_t len)
 {
@@ -302,6 +304,8 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
                 session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
             else if (now_ns - c->last_ping_ns >= ping_ns)
                 session_ping(c, now_ns);
+            if (c->ws && now_ns - c->last_rx_ns > CONN_QUIET_NS)
+                session_release_if_idle(c);
             break;
         case CONN_CLOSING:
             if (now_ns - c->closing_since_ns > CONN_CLOSE_WAIT_NS)

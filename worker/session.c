@@ -119,10 +119,10 @@ void session_apply_limits(struct conn *c)
  * every byte fed to wslay belongs to a finished frame, no message is half
  * assembled and nothing is queued, the context holds no state worth
  * keeping, and the next bytes get a fresh one. */
-static void session_release_if_idle(struct conn *c)
+void session_release_if_idle(struct conn *c)
 {
     wslay_event_context_ptr ws = c->ws;
-    if (c->state != CONN_WS || c->close_after_flush || c->ws_fragmented ||
+    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush || c->ws_fragmented ||
         c->ws_fed != c->ws_framed || wslay_event_want_write(ws) ||
         wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
         !wslay_event_get_read_enabled(ws))
@@ -219,8 +219,6 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         return;
     }
     session_after_io(c);
-    if (!c->closed && c->ws)
-        session_release_if_idle(c);
 }
 
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns)

@@ -37,6 +37,11 @@ void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
 void session_close_slow_consumer(struct conn *c);
 void session_ping(struct conn *c, uint64_t now_ns);
 
+/* Free the wslay context of a connection that sits between frames with
+ * nothing queued (about 8.6 KiB each); the next bytes bring a new one.
+ * Called for connections quiet for a while, so busy ones keep theirs. */
+void session_release_if_idle(struct conn *c);
+
 /* Apply a new max_message_size to a live session. */
 void session_apply_limits(struct conn *c);
 
