@@ -21,6 +21,7 @@
 #include "log.h"
 #include "segment.h"
 #include "streamlog.h"
+#include "watch.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting counts toward a
@@ -57,6 +58,7 @@ struct supervisor {
     uv_timer_t shutdown_timer;
     uv_timer_t reclaim_timer;
     struct admin *admin;
+    struct watch *watch;
     int exit_status;
 };
 
@@ -330,6 +332,8 @@ static void supervisor_set_workers(struct supervisor *s, int wanted)
     }
 }
 
+static void supervisor_update_watch(struct supervisor *s);
+
 static void supervisor_reload_failed(struct supervisor *s, const char *why)
 {
     atomic_fetch_add(&s->seg->config_reloads_failure, 1);
@@ -372,12 +376,38 @@ static void supervisor_reload(struct supervisor *s)
                     (long long)s->cfg.metrics_port, uv_strerror(r));
     }
     supervisor_set_workers(s, supervisor_workers_wanted(&s->cfg));
+    supervisor_update_watch(s);
     struct log_line l;
     log_begin(&l, LOG_INFO, "reload");
     log_str(&l, "result", "success");
     log_int(&l, "generation", (int64_t)atomic_load(&s->seg->config_generation));
     log_int(&l, "workers", s->wanted);
     log_end(&l);
+}
+
+static void supervisor_on_config_changed(void *arg)
+{
+    struct supervisor *s = arg;
+    log_msg(LOG_INFO, "reload", "config_watch: %s changed; reloading", s->cfg.path);
+    if (!s->shutting_down)
+        supervisor_reload(s);
+}
+
+/* Start or stop watching the config files as config_watch says. */
+static void supervisor_update_watch(struct supervisor *s)
+{
+    if (s->cfg.config_watch && !s->watch) {
+        int r = watch_start(&s->loop, s->cfg.path, s->cfg.pool_path, supervisor_on_config_changed,
+                            s, &s->watch);
+        if (r < 0)
+            log_msg(LOG_ERROR, "error",
+                    "config_watch: cannot watch %s: %s; reload with SIGHUP instead", s->cfg.path,
+                    strerror(-r));
+    } else if (!s->cfg.config_watch && s->watch) {
+        watch_stop(s->watch);
+        s->watch = NULL;
+    }
+    watch_rebase(s->watch);
 }
 
 static void supervisor_on_signal(uv_poll_t *h, int status, int events)
@@ -479,10 +509,12 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
             log_msg(LOG_INFO, "listen", "metrics and health on %s:%lld", s.cfg.bind_address,
                     (long long)s.cfg.metrics_port);
         supervisor_set_workers(&s, supervisor_workers_wanted(&s.cfg));
+        supervisor_update_watch(&s);
         uv_run(&s.loop, UV_RUN_DEFAULT);
     }
 
     admin_stop(s.admin);
+    watch_stop(s.watch);
     uv_walk(&s.loop, supervisor_close_walk, NULL);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);

@@ -33,6 +33,7 @@ struct config {
     int64_t max_subscriptions;   /* per connection */
     int64_t stream_memory;       /* bytes of segment for stream logs (restart to change) */
     int64_t stream_ttl;          /* seconds before an unused stream is reclaimed */
+    int64_t config_watch;        /* 1: reload when the files change */
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];

@@ -13,6 +13,7 @@
 enum config_key_type {
     CONFIG_KEY_INT,
     CONFIG_KEY_STRING,
+    CONFIG_KEY_BOOL, /* stored as int64_t 0/1 */
 };
 
 /* One row per key: the single source of truth for names, defaults, ranges
@@ -34,6 +35,8 @@ static const char *const config_log_levels[] = {"debug", "info", "warn", "error"
 
 #define CK_INT(n, def, lo, hi, pool, help) \
     {#n, CONFIG_KEY_INT, offsetof(struct config, n), def, NULL, lo, hi, NULL, pool, help}
+#define CK_BOOL(n, def, help) \
+    {#n, CONFIG_KEY_BOOL, offsetof(struct config, n), def, NULL, 0, 1, NULL, 0, help}
 #define CK_STR(n, def, lo, hi, choices, help) \
     {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, def, lo, hi, choices, 0, help}
 
@@ -60,6 +63,8 @@ static const struct config_key config_keys[] = {
            "(restart to change)"),
     CK_INT(stream_ttl, 300, 1, 604800, 0,
            "seconds without subscriber or publish before a stream and its history are dropped"),
+    CK_BOOL(config_watch, 0,
+            "reload by itself when the config files change (inotify; Kubernetes configmap swaps)"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
            "value of the environment label on every metric"),
     CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),
@@ -104,7 +109,7 @@ void config_defaults(struct config *cfg)
     for (size_t i = 0; i < CONFIG_KEY_COUNT; i++) {
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
-        if (k->type == CONFIG_KEY_INT)
+        if (k->type == CONFIG_KEY_INT || k->type == CONFIG_KEY_BOOL)
             *(int64_t *)field = k->def_int;
         else
             snprintf(field, CONFIG_STR_MAX, "%s", k->def_str);
@@ -141,7 +146,11 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
 
     char *field = (char *)cfg + k->offset;
     int type = config_setting_type(s);
-    if (k->type == CONFIG_KEY_INT) {
+    if (k->type == CONFIG_KEY_BOOL) {
+        if (type != CONFIG_TYPE_BOOL)
+            return config_fail(err, errlen, filename, line, name, "expected true or false");
+        *(int64_t *)field = config_setting_get_bool(s) ? 1 : 0;
+    } else if (k->type == CONFIG_KEY_INT) {
         if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
             return config_fail(err, errlen, filename, line, name, "expected an integer");
         int64_t v = config_setting_get_int64(s);
@@ -307,6 +316,8 @@ void config_print_keys(void)
         char def[80];
         if (k->type == CONFIG_KEY_INT)
             snprintf(def, sizeof(def), "%lld", (long long)k->def_int);
+        else if (k->type == CONFIG_KEY_BOOL)
+            snprintf(def, sizeof(def), "%s", k->def_int ? "true" : "false");
         else
             snprintf(def, sizeof(def), "\"%s\"", k->def_str);
         printf("  %-20s %-12s %s%s\n", config_key_file_name(k), def, k->help,

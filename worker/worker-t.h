@@ -126,7 +126,7 @@ struct worker {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_timer_t tick;
-    uv_timer_t drain_timer;
+    uv_timer_t fault_timer;          /* test builds only (fault_injection) */
     uv_check_t flush;
     uv_signal_t sigterm;
     uv_signal_t sigint;

@@ -122,6 +122,26 @@ static void worker_on_signal(uv_signal_t *h, int signum)
         worker_drain(w, DISCONNECT_RELOAD, 1012);
 }
 
+#if WSGATE_FAULT_INJECTION
+/* Test-only: WSGATE_FAULT_CRASH_SLOT=N makes worker N die
+ * WSGATE_FAULT_CRASH_AFTER_MS (default 100) after it starts, every time,
+ * so tests can watch the master's crash-loop backoff. */
+static void worker_fault_crash(uv_timer_t *t)
+{
+    _exit(3);
+}
+
+static void worker_arm_faults(struct worker *w)
+{
+    const char *slot = getenv("WSGATE_FAULT_CRASH_SLOT");
+    if (!slot || atoi(slot) != w->slot_index)
+        return;
+    const char *after = getenv("WSGATE_FAULT_CRASH_AFTER_MS");
+    uv_timer_init(&w->loop, &w->fault_timer);
+    uv_timer_start(&w->fault_timer, worker_fault_crash, after ? (uint64_t)atoi(after) : 100, 0);
+}
+#endif
+
 static void worker_close_walk(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -180,6 +200,9 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
         log_msg(LOG_ERROR, "error", "worker %d cannot poll its wake-up eventfd: %s; "
                 "it will only deliver messages published on itself", slot, uv_strerror(r));
 
+#if WSGATE_FAULT_INJECTION
+    worker_arm_faults(w);
+#endif
     atomic_store(&w->slot->state, WORKER_RUNNING);
     log_msg(LOG_INFO, "listen", "worker %d serving (pid %d)", slot, (int)getpid());
 
