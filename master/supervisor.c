@@ -237,9 +237,17 @@ static void supervisor_reap(struct supervisor *s)
             supervisor_log_exit(index, pid, status, s->shutting_down ? "shutdown" : "retired");
             atomic_store(&w->state, sl->retiring && !s->shutting_down ? WORKER_EMPTY : WORKER_DEAD);
             if (sl->retiring && !s->shutting_down) {
-                close(sl->fd);
+                if (sl->fd >= 0)
+                    close(sl->fd);
                 sl->fd = -1;
                 sl->retiring = 0;
+                /* `workers` grew again while this slot drained: the grow
+                 * left it to us, so start its new worker now. */
+                if (index < s->wanted) {
+                    sl->failures = 0;
+                    if (supervisor_spawn(s, index) < 0)
+                        supervisor_arm_respawn(sl, SUPERVISOR_BACKOFF_FIRST_MS);
+                }
             }
             continue;
         }
@@ -291,6 +299,14 @@ static void supervisor_shutdown(struct supervisor *s, int signo)
         }
         if (sl->pid > 0)
             kill(sl->pid, SIGTERM);
+        /* Stop accepting at once: the workers close their copies as they
+         * start draining; ours would keep the port listening with a queue
+         * nobody accepts from, so new clients would hang instead of being
+         * refused. */
+        if (sl->fd >= 0) {
+            close(sl->fd);
+            sl->fd = -1;
+        }
     }
     /* Workers close what is left at shutdown_timeout; the extra second is
      * theirs to exit before the master stops waiting. */
@@ -322,6 +338,13 @@ static void supervisor_set_workers(struct supervisor *s, int wanted)
         if (sl->pid > 0) {
             sl->retiring = 1;
             kill(sl->pid, SIGUSR1);
+            /* The retiree stops accepting; its socket must leave the
+             * SO_REUSEPORT group now, or the kernel keeps queueing new
+             * clients on it that nobody accepts until it has drained. */
+            if (sl->fd >= 0) {
+                close(sl->fd);
+                sl->fd = -1;
+            }
         } else {
             atomic_store(&segment_worker_slot(s->seg, i)->state, WORKER_EMPTY);
             if (sl->fd >= 0) {

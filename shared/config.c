@@ -127,6 +127,9 @@ static int config_fail(char *err, size_t errlen, const char *file, int line, con
     return -EINVAL;
 }
 
+static int config_check_environment(const char *value, const char *filename, int line, char *err,
+                                    size_t errlen);
+
 static int config_apply_setting(const config_setting_t *s, const char *filename, int pool,
                                 struct config *cfg, char *err, size_t errlen)
 {
@@ -179,23 +182,52 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
                 return config_fail(err, errlen, filename, line, name, what);
             }
         }
+        if (strcmp(k->name, "environment") == 0 &&
+            config_check_environment(v, filename, line, err, errlen) < 0)
+            return -EINVAL;
         snprintf(field, CONFIG_STR_MAX, "%s", v);
     }
     return 0;
 }
 
-static int config_check_environment(const struct config *cfg, const char *filename, char *err,
+static int config_check_environment(const char *value, const char *filename, int line, char *err,
                                     size_t errlen)
 {
     /* The environment is a Prometheus label value: keep it to characters
      * that need no escaping anywhere (URLs, PromQL, dashboards). */
-    for (const char *p = cfg->environment; *p; p++) {
+    for (const char *p = value; *p; p++) {
         if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') || ('0' <= *p && *p <= '9') ||
               *p == '_' || *p == '-' || *p == '.'))
-            return config_fail(err, errlen, filename, 0, "environment",
+            return config_fail(err, errlen, filename, line, "environment",
                                "only letters, digits, '_', '-' and '.' are allowed");
     }
     return 0;
+}
+
+/* The key a syntax error's line starts with (libconfig reports only the
+ * line), so that the message names file, line and key; NULL when the line
+ * does not start with a name. */
+static const char *config_line_key(const char *text, int line, char *key, size_t keylen)
+{
+    for (int n = 1; n < line && text; n++) {
+        text = strchr(text, '\n');
+        if (text)
+            text++;
+    }
+    if (!text || line < 1)
+        return NULL;
+    while (*text == ' ' || *text == '\t')
+        text++;
+    size_t len = 0;
+    while ((('a' <= text[len] && text[len] <= 'z') || ('A' <= text[len] && text[len] <= 'Z') ||
+            text[len] == '_' || (len > 0 && '0' <= text[len] && text[len] <= '9')) &&
+           len + 1 < keylen)
+        len++;
+    if (len == 0)
+        return NULL;
+    memcpy(key, text, len);
+    key[len] = '\0';
+    return key;
 }
 
 int config_parse_text(const char *text, const char *filename, int pool, struct config *cfg,
@@ -205,7 +237,9 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
     config_init(&lc);
     int rc = 0;
     if (!config_read_string(&lc, text)) {
-        rc = config_fail(err, errlen, filename, config_error_line(&lc), NULL,
+        char key[64];
+        int line = config_error_line(&lc);
+        rc = config_fail(err, errlen, filename, line, config_line_key(text, line, key, sizeof(key)),
                          config_error_text(&lc));
         goto out;
     }
@@ -216,12 +250,16 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
         if (rc < 0)
             goto out;
     }
-    if (!pool)
-        rc = config_check_environment(cfg, filename, err, errlen);
-    if (rc == 0 && !pool && cfg->stream_memory / cfg->max_streams < 4096)
-        rc = config_fail(err, errlen, filename, 0, "stream_memory",
+    if (!pool && cfg->stream_memory / cfg->max_streams < 4096) {
+        const config_setting_t *at = config_lookup(&lc, "stream_memory");
+        if (!at)
+            at = config_lookup(&lc, "max_streams");
+        rc = config_fail(err, errlen, filename, at ? config_setting_source_line(at) : 0,
+                         "stream_memory",
                          "gives each stream less than 4 KiB of history: raise it or lower "
                          "max_streams");
+        goto out;
+    }
     config_derive(cfg);
 out:
     config_destroy(&lc);

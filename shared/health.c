@@ -90,10 +90,10 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
 
     json_t *streams = json_object();
     const struct streamlog *sl = segment_streams(seg);
-    json_object_set_new(streams, "active", json_integer(atomic_load(&sl->active)));
-    json_object_set_new(streams, "limit", json_integer(sl->max_streams));
+    json_object_set_new(streams, "active", json_integer(sl ? atomic_load(&sl->active) : 0));
+    json_object_set_new(streams, "limit", json_integer(sl ? sl->max_streams : 0));
     json_object_set_new(streams, "stream_memory", json_integer((json_int_t)seg->streams_bytes));
-    json_object_set_new(streams, "bytes_per_stream", json_integer((json_int_t)sl->ring_bytes));
+    json_object_set_new(streams, "bytes_per_stream", json_integer(sl ? (json_int_t)sl->ring_bytes : 0));
     json_object_set_new(streams, "history_size", json_integer(cfg.history_size));
     json_object_set_new(root, "streams", streams);
 

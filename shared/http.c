@@ -172,8 +172,14 @@ const char *http_request_header(const struct http_request *req, const char *name
 {
     for (unsigned i = 0; i < req->header_count; i++) {
         if (http_span_equals_nocase(req, req->headers[i].name, name)) {
-            *len = req->headers[i].value.len;
-            return req->head + req->headers[i].value.off;
+            /* http-parser strips leading whitespace only; trailing OWS is
+             * not part of the value either (RFC 7230 §3.2.4). */
+            const char *v = req->head + req->headers[i].value.off;
+            size_t n = req->headers[i].value.len;
+            while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+                n--;
+            *len = n;
+            return v;
         }
     }
     return NULL;

@@ -47,10 +47,14 @@ int log_format_parse(const char *name, enum log_format *out)
     return 0;
 }
 
+#define LOG_TRUNCATED_JSON ",\"truncated\":true"
+#define LOG_TRUNCATED_TEXT " truncated=true"
+
 static void log_append(struct log_line *l, const char *s, size_t n)
 {
-    /* Keep two bytes for the closing brace and newline. */
-    size_t room = sizeof(l->buf) - 2 - l->len;
+    /* Keep room for the truncation marker, the closing brace and the
+     * newline, so that log_end can always finish the line. */
+    size_t room = sizeof(l->buf) - (sizeof(LOG_TRUNCATED_JSON) - 1) - 2 - l->len;
     if (n > room) {
         n = room;
         l->truncated = 1;
@@ -142,6 +146,20 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
     }
 }
 
+/* A text-format value goes out unquoted only when it needs neither quotes
+ * nor escapes: no space, control character, '"', '=' or backslash. */
+static int log_text_bare(const char *v)
+{
+    if (!v || !v[0])
+        return 0;
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c <= ' ' || c == '"' || c == '=' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
 void log_str(struct log_line *l, const char *key, const char *value)
 {
     if (!l->enabled)
@@ -151,7 +169,7 @@ void log_str(struct log_line *l, const char *key, const char *value)
         log_append(l, "\"", 1);
         log_append_escaped(l, value ? value : "");
         log_append(l, "\"", 1);
-    } else if (value && value[0] && !strpbrk(value, " \"=")) {
+    } else if (log_text_bare(value)) {
         log_append(l, value, strlen(value));
     } else {
         log_append(l, "\"", 1);
@@ -185,10 +203,11 @@ void log_end(struct log_line *l)
         return;
     if (l->truncated) {
         /* Keep the line parseable: drop the field that did not fit. */
-        const char *marker = log_current_format == LOG_FORMAT_JSON ? ",\"truncated\":true"
-                                                                    : " truncated=true";
+        const char *marker =
+            log_current_format == LOG_FORMAT_JSON ? LOG_TRUNCATED_JSON : LOG_TRUNCATED_TEXT;
         l->len = l->complete;
-        log_append(l, marker, strlen(marker));
+        memcpy(l->buf + l->len, marker, strlen(marker)); /* into the kept room */
+        l->len += strlen(marker);
     }
     if (log_current_format == LOG_FORMAT_JSON)
         l->buf[l->len++] = '}';

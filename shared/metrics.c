@@ -151,8 +151,9 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_sample(out, name, env, "result", "failure", atomic_load(&seg->config_reloads_failure));
 
     metrics_header(out, "websocket_streams_active", "gauge", "Streams currently held.");
+    const struct streamlog *sl = segment_streams(seg);
     metrics_sample(out, "websocket_streams_active", env, NULL, NULL,
-                   atomic_load(&segment_streams(seg)->active));
+                   sl ? atomic_load(&sl->active) : 0);
 
     metrics_header(out, "websocket_max_connections", "gauge",
                    "Configured replica-wide limit on WebSocket connections.");

@@ -27,9 +27,10 @@ void segment_destroy(struct segment *seg, const char *name);
 int segment_attach_readonly(const char *name, const struct segment **out);
 void segment_detach(const struct segment *seg);
 
+/* The stream logs; NULL for a segment made without them (unit tests). */
 static inline struct streamlog *segment_streams(const struct segment *seg)
 {
-    return (struct streamlog *)((char *)seg + seg->streams_offset);
+    return seg->streams_offset ? (struct streamlog *)((char *)seg + seg->streams_offset) : NULL;
 }
 
 static inline struct segment_worker *segment_worker_slot(struct segment *seg, int slot)

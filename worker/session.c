@@ -62,6 +62,13 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
         static const char why[] = "binary frames are not accepted; send JSON text";
         wslay_event_queue_close(ctx, 1003, (const uint8_t *)why, sizeof(why) - 1);
         wslay_event_shutdown_read(ctx);
+    } else if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 &&
+               c->state == CONN_WS) {
+        /* A close body is empty or starts with a 2-byte code (RFC 6455
+         * 5.5.1); wslay would answer a 1-byte body with an empty close. */
+        wslay_event_queue_close(ctx, 1002, NULL, 0);
+        wslay_event_shutdown_read(ctx);
+        c->reason = DISCONNECT_PROTOCOL_ERROR;
     }
 }
 
@@ -82,7 +89,7 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
         c->msg_start_ns = clock_now_ns();
         router_handle(c, (const char *)arg->msg, arg->msg_length);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
-        if (!c->close_wait)
+        if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
     }
 }
@@ -160,6 +167,12 @@ static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
 static void session_protocol_error(struct conn *c)
 {
     static const uint8_t frame[] = {0x88, 0x02, 0x03, 0xea};
+    if (wslay_event_get_close_sent(c->ws)) {
+        /* Our close frame is already out (e.g. a timeout close waiting for
+         * the reply): a second close frame would break RFC 6455. Hang up. */
+        conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_PROTOCOL_ERROR);
+        return;
+    }
     sendq_append(&c->out, frame, sizeof(frame), 0);
     c->close_code = 1002;
     c->state = CONN_CLOSING;
@@ -175,7 +188,9 @@ static void session_after_io(struct conn *c)
         return;
     if (wslay_event_get_close_received(ws)) {
         /* Both closes exchanged: the handshake is complete. */
-        conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_CLIENT_CLOSE);
+        conn_close_after_flush(c, c->close_wait || c->reason == DISCONNECT_PROTOCOL_ERROR
+                                      ? c->reason
+                                      : DISCONNECT_CLIENT_CLOSE);
         return;
     }
     if (c->close_wait)
