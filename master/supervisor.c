@@ -260,6 +260,13 @@ static void supervisor_reap(struct supervisor *s)
             if (delay > SUPERVISOR_BACKOFF_MAX_MS)
                 delay = SUPERVISOR_BACKOFF_MAX_MS;
         }
+        if (delay && sl->fd >= 0) {
+            /* While the slot waits out its backoff, its socket would hold
+             * 1/N of new clients in a queue nobody accepts: leave the
+             * SO_REUSEPORT group until the respawn opens a new one. */
+            close(sl->fd);
+            sl->fd = -1;
+        }
         char what[64];
         snprintf(what, sizeof(what), delay ? "respawn in %llu ms (crash loop)" : "respawn",
                  (unsigned long long)delay);

@@ -95,6 +95,9 @@ def same_json(a, b):
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+AUTO = object()  # "pick an id for me"
+
+
 class Frame(dict):
     """A parsed server frame that remembers its raw text (`.raw`)."""
 
@@ -201,9 +204,9 @@ class Client:
     async def subscribe(self, stream, timeout=5, **extra):
         return await self.request(dict(type="subscribe", stream=stream, **extra), timeout)
 
-    async def publish(self, stream, data_raw, rid=None, timeout=5):
+    async def publish(self, stream, data_raw, rid=AUTO, timeout=5):
         """Publish raw JSON text as data; returns the ack (or error) frame."""
-        if rid is None:
+        if rid is AUTO:
             rid = self.new_id()
         await self.send('{"type":"publish","stream":%s,"id":%s,"data":%s}'
                         % (json.dumps(stream), json.dumps(rid), data_raw))
@@ -409,6 +412,7 @@ class RawWS:
                 chunk = b""
             if not chunk:
                 self.eof = True
+            self.buf += chunk
 
     def read_all(self, timeout=20):
         """Every frame until EOF."""
