@@ -5,6 +5,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "framescan.h"
 #include "log.h"
 #include "router.h"
 #include "segment.h"
@@ -51,11 +52,6 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
                                    void *user)
 {
     struct conn *c = user;
-    uint64_t len = arg->payload_length;
-    c->ws_frame_size = 2 + 4 + len + (len < 126 ? 0 : len < 65536 ? 2 : 8);
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
-        arg->opcode == WSLAY_CONTINUATION_FRAME)
-        c->ws_fragmented = !arg->fin;
     if (arg->opcode == WSLAY_BINARY_FRAME && c->state == CONN_WS) {
         /* Refuse at the first frame header: a binary message is never
          * buffered, whatever its size. */
@@ -70,12 +66,6 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
         wslay_event_shutdown_read(ctx);
         c->reason = DISCONNECT_PROTOCOL_ERROR;
     }
-}
-
-static void session_frame_end_cb(wslay_event_context_ptr ctx, void *user)
-{
-    struct conn *c = user;
-    c->ws_framed += c->ws_frame_size;
 }
 
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -99,14 +89,11 @@ static const struct wslay_event_callbacks session_callbacks = {
     .send_callback = session_send_cb,
     .genmask_callback = session_genmask_cb,
     .on_frame_recv_start_callback = session_frame_start_cb,
-    .on_frame_recv_end_callback = session_frame_end_cb,
     .on_msg_recv_callback = session_msg_cb,
 };
 
 int session_start(struct conn *c)
 {
-    c->ws_fed = c->ws_framed = 0;
-    c->ws_fragmented = 0;
     if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
         c->ws = NULL;
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
@@ -129,8 +116,8 @@ void session_apply_limits(struct conn *c)
 void session_release_if_idle(struct conn *c)
 {
     wslay_event_context_ptr ws = c->ws;
-    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush || c->ws_fragmented ||
-        c->ws_fed != c->ws_framed || wslay_event_want_write(ws) ||
+    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush ||
+        !framescan_idle(&c->scan) || wslay_event_want_write(ws) ||
         wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
         !wslay_event_get_read_enabled(ws))
         return;
@@ -214,7 +201,29 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
-    c->ws_fed += len;
+    if (c->state == CONN_CLOSING && c->close_wait) {
+        /* After our close frame only the client's close matters; wslay
+         * refuses codes it does not know (1012-1014), which would leave
+         * us waiting, so its header is enough to finish. */
+        framescan_feed(&c->scan, data, len, UINT64_MAX);
+        if (c->scan.saw_close) {
+            conn_close_after_flush(c, c->reason);
+            return;
+        }
+    } else if (framescan_feed(&c->scan, data, len, (uint64_t)c->w->cfg.max_message_size) ==
+               FRAMESCAN_TOO_BIG) {
+        /* Refuse as soon as the length is known, not when wslay sees the
+         * first payload byte (a client may never send one). */
+        static const char why[] = "message larger than max_message_size";
+        wslay_event_queue_close(c->ws, 1009, (const uint8_t *)why, sizeof(why) - 1);
+        wslay_event_shutdown_read(c->ws);
+        if (wslay_event_send(c->ws) != 0) {
+            conn_close_with(c, DISCONNECT_TOO_LARGE, 1009);
+            return;
+        }
+        session_after_io(c);
+        return;
+    }
 
     int r = wslay_event_recv(c->ws);
     if (c->closed)

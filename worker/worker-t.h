@@ -53,6 +53,16 @@ enum conn_state {
 struct worker;
 struct hub_sub;
 
+/* Where a client's byte stream stands between frames (see framescan.h). */
+struct framescan {
+    uint8_t hdr[14];
+    uint8_t hdr_len;
+    uint8_t fragmented;   /* a fragmented data message is in progress */
+    uint8_t saw_close;    /* a close frame's header went by */
+    uint64_t payload_left;
+    uint64_t msg_len;     /* bytes announced for the current data message */
+};
+
 struct conn {
     uv_tcp_t tcp;
     struct worker *w;
@@ -68,10 +78,7 @@ struct conn {
     unsigned close_wait : 1;        /* we sent a close frame and wait for the reply */
     struct http_request *req;       /* CONN_HTTP only */
     wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
-    uint64_t ws_fed;                /* bytes given to ws since it was created */
-    uint64_t ws_framed;             /* bytes of the frames it has finished */
-    uint64_t ws_frame_size;         /* header + payload of the frame being read */
-    unsigned ws_fragmented : 1;     /* a fragmented message is being assembled */
+    struct framescan scan;          /* frame boundaries of the client's stream */
     const uint8_t *rx;              /* bytes being fed to wslay */
     size_t rx_len;
     uint64_t accepted_ns;
