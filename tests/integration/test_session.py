@@ -122,17 +122,16 @@ def test_many_bad_requests_never_close(gateway):
         assert ws.request({"type": "ping", "id": 1})["id"] == 1
 
 
-def test_streams_not_supported_yet(gateway):
-    # Issue 2: subscribe/publish (and friends) answer bad_request naming the
-    # type. Update this test when streams land.
+def test_auth_refused_while_authentication_is_off(gateway):
+    # Without auth configured, {"type":"auth"} is a bad_request naming the
+    # type; the stream requests are served (test_streams.py covers them).
     with wf.open_ws(gateway.port) as ws:
-        for req in ({"type": "subscribe", "stream": "patient/1/ecg", "id": 1},
-                    {"type": "publish", "stream": "patient/1/ecg", "data": {"v": 1}, "id": 2},
-                    {"type": "unsubscribe", "stream": "patient/1/ecg", "id": 3}):
-            err = ws.request(req)
-            assert err["type"] == "error" and err["code"] == "bad_request", err
-            assert err["id"] == req["id"]
-            assert req["type"] in err["message"] and "support" in err["message"], err
+        err = ws.request({"type": "auth", "token": "x", "id": 1})
+        assert err["type"] == "error" and err["code"] == "bad_request", err
+        assert err["id"] == 1
+        assert "auth" in err["message"], err
+        sub = ws.request({"type": "subscribe", "stream": "patient/1/ecg", "id": 2})
+        assert sub["type"] == "subscribed" and sub["id"] == 2, sub
         assert ws.request({"type": "ping", "id": 4})["id"] == 4
 
 
@@ -357,9 +356,10 @@ def test_payloads_never_logged(gateway_factory):
         ws.send_text("{not json " + markers["BADJSON"])
         assert ws.recv_message()["code"] == "bad_request"
         assert ws.request({"type": markers["TYPE"], "id": 1})["code"] == "bad_request"
-        assert ws.request({"type": "subscribe", "stream": markers["STREAM"]})["type"] == "error"
-        assert ws.request({"type": "publish", "stream": "s", "data": markers["DATA"]})["type"] \
-            == "error"
+        assert ws.request({"type": "subscribe", "stream": markers["STREAM"]})["type"] \
+            == "subscribed"
+        assert ws.request({"type": "publish", "stream": "s", "data": markers["DATA"],
+                           "id": 2})["type"] == "ack"
         ws.send(wf.frame(wf.OP_PING, markers["PINGFRAME"].encode()))
         assert ws.recv_frame()[3] == markers["PINGFRAME"].encode()
         ws.send(wf.close_frame(1000, markers["CLOSE"].encode()))
