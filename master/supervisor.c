@@ -1,6 +1,7 @@
 #include "supervisor.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,11 +63,38 @@ struct supervisor {
     int exit_status;
 };
 
+/* CPUs this process may really use: online CPUs, narrowed by its
+ * affinity mask and by a cgroup v2 CPU quota (a pod limited to 2 CPUs on a
+ * 64-core node must not start 64 workers). */
+static long supervisor_cpu_budget(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        long c = CPU_COUNT(&set);
+        if (c > 0 && c < n)
+            n = c;
+    }
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char quota[32];
+        long period = 0;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 &&
+            period > 0) {
+            long c = (atol(quota) + period - 1) / period;
+            if (c > 0 && c < n)
+                n = c;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
 static int supervisor_workers_wanted(const struct config *cfg)
 {
     long n = cfg->workers;
     if (n == 0)
-        n = sysconf(_SC_NPROCESSORS_ONLN);
+        n = supervisor_cpu_budget();
     if (n < 1)
         n = 1;
     if (n > SEGMENT_WORKER_SLOTS)

@@ -230,12 +230,58 @@ static const char *config_line_key(const char *text, int line, char *key, size_t
     return key;
 }
 
+/* The runbook patches the configmap with
+ *   kubectl patch … -p '{"data":{"websocket.yaml":"max_connections: 10000\\nheartbeat_interval: 30…"}}'
+ * whose single-quoted \\n reaches the file as a backslash and an 'n', not a
+ * line break. A backslash is never valid outside a quoted string in this
+ * syntax, so reading that pair as a line break there is unambiguous and lets
+ * the runbook work as written. Returns a malloc'd copy, or NULL. */
+static char *config_unescape_newlines(const char *text)
+{
+    size_t n = strlen(text);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    int quoted = 0;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (quoted) {
+            if (c == '\\' && i + 1 < n)
+                out[j++] = text[i++];
+            else if (c == '"')
+                quoted = 0;
+        } else if (c == '"') {
+            quoted = 1;
+        } else if (c == '#') {
+            /* A comment runs to the end of the line: copy it untouched. */
+            while (i < n && text[i] != '\n')
+                out[j++] = text[i++];
+            if (i == n)
+                break;
+            c = text[i];
+        } else if (c == '\\' && i + 1 < n && text[i + 1] == 'n') {
+            i++;
+            c = '\n';
+        }
+        out[j++] = c;
+    }
+    out[j] = '\0';
+    return out;
+}
+
 int config_parse_text(const char *text, const char *filename, int pool, struct config *cfg,
                       char *err, size_t errlen)
 {
     config_t lc;
     config_init(&lc);
     int rc = 0;
+    char *unescaped = config_unescape_newlines(text);
+    if (!unescaped) {
+        config_destroy(&lc);
+        return config_fail(err, errlen, filename, 0, NULL, "out of memory");
+    }
+    text = unescaped;
     if (!config_read_string(&lc, text)) {
         char key[64];
         int line = config_error_line(&lc);
@@ -263,6 +309,7 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
     config_derive(cfg);
 out:
     config_destroy(&lc);
+    free(unescaped);
     return rc;
 }
 

@@ -144,6 +144,24 @@ def test_runbook_pool_patch_is_a_valid_pool_config(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
+def test_runbook_patch_as_kubectl_writes_it(tmp_path):
+    """`kubectl patch -p '{..."max_connections: 10000\\nheartbeat_interval: 30..."}'`
+    puts a backslash and an 'n' in the file, not line breaks: still valid."""
+    import json
+    shell_arg = ('{"data": {"websocket.yaml": "max_connections: 10000\\\\nheartbeat_interval: 30'
+                 '\\\\nconnection_timeout: 300\\\\nmax_message_size: 1048576"}}')
+    content = json.loads(shell_arg)["data"]["websocket.yaml"]
+    assert "\n" not in content and "\\n" in content
+    path = write(tmp_path, "websocket.yaml", content)
+    out = run("-t", "-c", path)
+    assert out.returncode == 0, out.stderr
+    pool = json.loads('{"data": {"connection_pool.yaml": "max_pool_size: 1000\\\\npool_timeout: 30'
+                      '\\\\nmax_idle_time: 300"}}')["data"]["connection_pool.yaml"]
+    write(tmp_path, "connection_pool.yaml", pool)
+    out = run("-t", "-c", path)
+    assert out.returncode == 0, out.stderr
+
+
 def test_runbook_patch_runs(gateway_factory):
     """The patch text plus only what a loopback test must change serves."""
     gw = gateway_factory(start=False)

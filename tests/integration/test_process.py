@@ -137,6 +137,23 @@ def test_workers_0_means_one_per_cpu(gateway_factory):
     assert metric(samples, "websocket_workers", state="running") == ncpu
 
 
+def test_workers_0_respects_the_cpu_affinity(gateway_factory):
+    # A pod limited to fewer CPUs than the node has must not start a worker
+    # per node CPU: one CPU in the affinity mask -> one worker.
+    gw = gateway_factory({"workers": 0}, start=False)
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    try:
+        gw.start(wait=False)
+    finally:
+        os.sched_setaffinity(0, old)
+    gw.config["workers"] = 1
+    gw.wait_ready()
+    doc = gw.detailed()
+    assert len([w for w in doc["workers"] if w["state"] == "running"]) == 1, doc
+    assert len(gw.worker_pids()) == 1
+
+
 def test_lifecycle_is_logged_as_json_lines(gateway_factory):
     gw = gateway_factory({"workers": 2, "environment": "logtest"})
     c = RawWS(gw.port)

@@ -228,6 +228,25 @@ START_TEST(runbook_patch_is_valid_on_its_own)
 }
 END_TEST
 
+/* What `kubectl patch` really writes from the runbook's single-quoted
+ * JSON: backslash-n pairs, not line breaks, all on one line. */
+START_TEST(runbook_patch_as_kubectl_writes_it_is_valid)
+{
+    static const char literal[] = "max_connections: 10000\\nheartbeat_interval: 30\\n"
+                                  "connection_timeout: 300\\nmax_message_size: 1048576";
+    struct config cfg;
+    char err[256];
+    ck_assert_ptr_null(strchr(literal, '\n'));
+    ck_assert_msg(parse(literal, &cfg, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(cfg.max_connections, 10000);
+    ck_assert_int_eq(cfg.heartbeat_interval, 30);
+    ck_assert_int_eq(cfg.connection_timeout, 300);
+    ck_assert_int_eq(cfg.max_message_size, 1048576);
+    /* Inside a quoted string a backslash-n stays what it is. */
+    ck_assert_int_ne(parse("environment: \"a\\nb\"", &cfg, err, sizeof(err)), 0);
+}
+END_TEST
+
 START_TEST(runbook_patch_loads_as_a_file)
 {
     const char *path = write_file("patch", "websocket.yaml", runbook_patch);
@@ -604,6 +623,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, libconfig_separators_and_semicolons_accepted);
     tcase_add_test(tc, runbook_patch_is_valid_on_its_own);
     tcase_add_test(tc, runbook_patch_loads_as_a_file);
+    tcase_add_test(tc, runbook_patch_as_kubectl_writes_it_is_valid);
     tcase_add_test(tc, shipped_etc_files_load_and_equal_defaults);
     tcase_add_test(tc, shipped_files_state_every_key);
     tcase_add_test(tc, connection_pool_read_from_same_folder);

@@ -150,6 +150,10 @@ static const char golden_text[] =
     "# TYPE websocket_config_reloads_total counter\n"
     "websocket_config_reloads_total" E ",result=\"success\"} 2\n"
     "websocket_config_reloads_total" E ",result=\"failure\"} 1\n"
+    "# HELP websocket_config_generation Configuration generation in force (1 at start, +1 per "
+    "successful reload).\n"
+    "# TYPE websocket_config_generation gauge\n"
+    "websocket_config_generation" E "} 1\n"
     "# HELP websocket_streams_active Streams currently held.\n"
     "# TYPE websocket_streams_active gauge\n"
     "websocket_streams_active" E "} 0\n"
@@ -298,6 +302,14 @@ static const struct {
     {"websocket_max_connections", "gauge"},
 };
 
+/* Beyond DESIGN.md's table, for dashboards' config-change annotations. */
+static const struct {
+    const char *name;
+    const char *type;
+} extra_series[] = {
+    {"websocket_config_generation", "gauge"},
+};
+
 static const struct {
     const char *name;
     const char *type;
@@ -348,8 +360,11 @@ START_TEST(every_design_series_has_help_and_type)
         expect_family(b.data, design_series[i].name, design_series[i].type);
     for (size_t i = 0; i < sizeof(process_series) / sizeof(process_series[0]); i++)
         expect_family(b.data, process_series[i].name, process_series[i].type);
+    for (size_t i = 0; i < sizeof(extra_series) / sizeof(extra_series[0]); i++)
+        expect_family(b.data, extra_series[i].name, extra_series[i].type);
     /* Nothing else is declared. */
     size_t families = sizeof(design_series) / sizeof(design_series[0]) +
+                      sizeof(extra_series) / sizeof(extra_series[0]) +
                       sizeof(process_series) / sizeof(process_series[0]);
     ck_assert_int_eq(count_occurrences(b.data, "# TYPE "), (int)families);
     ck_assert_int_eq(count_occurrences(b.data, "# HELP "), (int)families);
