@@ -13,6 +13,8 @@
 
 #define CONFIG_PATH_MAX 512
 #define CONFIG_STR_MAX 64
+#define CONFIG_BROKERS_MAX 8
+#define CONFIG_URL_MAX 256
 
 struct config {
     /* websocket.yaml */
@@ -34,6 +36,9 @@ struct config {
     int64_t stream_memory;       /* bytes of segment for stream logs (restart to change) */
     int64_t stream_ttl;          /* seconds before an unused stream is reclaimed */
     int64_t config_watch;        /* 1: reload when the files change */
+    int64_t broker_count;        /* 0: "none", a single replica */
+    char broker[CONFIG_BROKERS_MAX][CONFIG_URL_MAX]; /* Redis URLs (restart to change) */
+    char broker_password_file[CONFIG_PATH_MAX];
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];

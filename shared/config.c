@@ -8,12 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "brokerurl.h"
 #include "log.h"
 
 enum config_key_type {
     CONFIG_KEY_INT,
     CONFIG_KEY_STRING,
     CONFIG_KEY_BOOL, /* stored as int64_t 0/1 */
+    CONFIG_KEY_BROKERS, /* "none" or a list of redis:// URLs */
 };
 
 /* One row per key: the single source of truth for names, defaults, ranges
@@ -63,6 +65,12 @@ static const struct config_key config_keys[] = {
            "(restart to change)"),
     CK_INT(stream_ttl, 300, 1, 604800, 0,
            "seconds without subscriber or publish before a stream and its history are dropped"),
+    {"broker", CONFIG_KEY_BROKERS, offsetof(struct config, broker), 0, "none", 0,
+     CONFIG_BROKERS_MAX, NULL, 0,
+     "\"none\" (single replica) or a list of redis:// URLs streams are sharded over "
+     "(restart to change)"},
+    CK_STR(broker_password_file, "", 0, CONFIG_PATH_MAX - 1, NULL,
+           "file holding the Redis password (never logged); empty: none"),
     CK_BOOL(config_watch, 0,
             "reload by itself when the config files change (inotify; Kubernetes configmap swaps)"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
@@ -111,8 +119,8 @@ void config_defaults(struct config *cfg)
         char *field = (char *)cfg + k->offset;
         if (k->type == CONFIG_KEY_INT || k->type == CONFIG_KEY_BOOL)
             *(int64_t *)field = k->def_int;
-        else
-            snprintf(field, CONFIG_STR_MAX, "%s", k->def_str);
+        else if (k->type == CONFIG_KEY_STRING)
+            snprintf(field, (size_t)k->max + 1, "%s", k->def_str);
     }
     config_derive(cfg);
 }
@@ -129,6 +137,41 @@ static int config_fail(char *err, size_t errlen, const char *file, int line, con
 
 static int config_check_environment(const char *value, const char *filename, int line, char *err,
                                     size_t errlen);
+
+/* `broker: "none"` or `broker: ["redis://…", …]`. */
+static int config_apply_brokers(const config_setting_t *s, const char *filename, int line,
+                                struct config *cfg, char *err, size_t errlen)
+{
+    char what[320];
+    if (config_setting_type(s) == CONFIG_TYPE_STRING &&
+        strcmp(config_setting_get_string(s), "none") == 0) {
+        cfg->broker_count = 0;
+        return 0;
+    }
+    if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST)
+        return config_fail(err, errlen, filename, line, "broker",
+                           "expected \"none\" or a list of redis:// URLs");
+    int n = config_setting_length(s);
+    if (n < 1 || n > CONFIG_BROKERS_MAX) {
+        snprintf(what, sizeof(what), "between 1 and %d URLs expected", CONFIG_BROKERS_MAX);
+        return config_fail(err, errlen, filename, line, "broker", what);
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *url = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e)
+                                                                       : NULL;
+        struct broker_url u;
+        const char *why = "expected a quoted redis:// URL";
+        if (!url || strlen(url) >= CONFIG_URL_MAX || broker_url_parse(url, &u, &why) < 0) {
+            /* Never echo the URL: it may carry a password. */
+            snprintf(what, sizeof(what), "URL %d: %s", i + 1, why);
+            return config_fail(err, errlen, filename, line, "broker", what);
+        }
+        snprintf(cfg->broker[i], CONFIG_URL_MAX, "%s", url);
+    }
+    cfg->broker_count = n;
+    return 0;
+}
 
 static int config_apply_setting(const config_setting_t *s, const char *filename, int pool,
                                 struct config *cfg, char *err, size_t errlen)
@@ -149,6 +192,8 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
 
     char *field = (char *)cfg + k->offset;
     int type = config_setting_type(s);
+    if (k->type == CONFIG_KEY_BROKERS)
+        return config_apply_brokers(s, filename, line, cfg, err, errlen);
     if (k->type == CONFIG_KEY_BOOL) {
         if (type != CONFIG_TYPE_BOOL)
             return config_fail(err, errlen, filename, line, name, "expected true or false");
@@ -185,7 +230,7 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
         if (strcmp(k->name, "environment") == 0 &&
             config_check_environment(v, filename, line, err, errlen) < 0)
             return -EINVAL;
-        snprintf(field, CONFIG_STR_MAX, "%s", v);
+        snprintf(field, (size_t)k->max + 1, "%s", v);
     }
     return 0;
 }
@@ -391,6 +436,9 @@ const char *config_restart_key_changed(const struct config *old_cfg, const struc
         return "max_streams";
     if (old_cfg->stream_memory != new_cfg->stream_memory)
         return "stream_memory";
+    if (old_cfg->broker_count != new_cfg->broker_count ||
+        memcmp(old_cfg->broker, new_cfg->broker, sizeof(old_cfg->broker)) != 0)
+        return "broker";
     return NULL;
 }
 
@@ -403,6 +451,8 @@ void config_print_keys(void)
             snprintf(def, sizeof(def), "%lld", (long long)k->def_int);
         else if (k->type == CONFIG_KEY_BOOL)
             snprintf(def, sizeof(def), "%s", k->def_int ? "true" : "false");
+        else if (k->type == CONFIG_KEY_BROKERS)
+            snprintf(def, sizeof(def), "\"none\"");
         else
             snprintf(def, sizeof(def), "\"%s\"", k->def_str);
         printf("  %-20s %-12s %s%s\n", config_key_file_name(k), def, k->help,

@@ -43,7 +43,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 2u
+#define SEGMENT_LAYOUT_VERSION 3u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -85,6 +85,30 @@ enum segment_worker_state {
 /* websocket_message_latency_seconds buckets: 100 µs … 10 s, plus +Inf. */
 #define SEGMENT_LATENCY_BUCKETS 17
 
+/* Why a broker request failed: the `error_type` label of
+ * websocket_broker_errors_total. */
+enum segment_broker_error {
+    BROKER_ERROR_CONNECT = 0, /* connection lost or refused */
+    BROKER_ERROR_TIMEOUT,     /* no answer within pool_timeout */
+    BROKER_ERROR_COMMAND,     /* Redis answered with an error */
+    BROKER_ERROR_TYPE_COUNT
+};
+
+/* Counters of one broker (Redis URL), per worker. */
+struct segment_broker_counters {
+    _Atomic uint64_t errors[BROKER_ERROR_TYPE_COUNT];
+    _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
+    _Atomic uint64_t latency_sum_ns;
+    _Atomic uint64_t latency_count;
+};
+
+/* Gauges of one broker, per worker. */
+struct segment_broker_state {
+    _Atomic uint32_t up;          /* 1: this worker's connections to it are up */
+    _Atomic uint32_t pool_in_use; /* command connections with requests in flight */
+    _Atomic uint32_t pool_idle;   /* open command connections with none */
+};
+
 struct segment_counters {
     _Atomic uint64_t connections_total;
     _Atomic uint64_t disconnections[DISCONNECT_REASON_COUNT];
@@ -97,6 +121,7 @@ struct segment_counters {
     _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     _Atomic uint64_t latency_sum_ns;
     _Atomic uint64_t latency_count;
+    struct segment_broker_counters broker[CONFIG_BROKERS_MAX];
 };
 
 struct segment_worker {
@@ -110,6 +135,7 @@ struct segment_worker {
     int32_t wake_fd;                    /* eventfd that wakes this worker (same number in
                                            every forked worker; meaningless elsewhere) */
     _Atomic uint32_t wake_pending;      /* 1: a wake-up is already on its way */
+    struct segment_broker_state broker[CONFIG_BROKERS_MAX];
     struct segment_counters counters;
     char pad[64];
 };
@@ -158,6 +184,12 @@ struct segment_totals {
     uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     uint64_t latency_sum_ns;
     uint64_t latency_count;
+    struct {
+        uint64_t errors[BROKER_ERROR_TYPE_COUNT];
+        uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
+        uint64_t latency_sum_ns;
+        uint64_t latency_count;
+    } broker[CONFIG_BROKERS_MAX];
 };
 
 #endif

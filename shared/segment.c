@@ -39,6 +39,12 @@ const char *segment_connection_error_name(enum segment_connection_error e)
     return segment_error_names[e];
 }
 
+const char *segment_broker_error_name(enum segment_broker_error e)
+{
+    static const char *const names[BROKER_ERROR_TYPE_COUNT] = {"connect", "timeout", "command"};
+    return names[e];
+}
+
 const char *segment_worker_state_name(enum segment_worker_state s)
 {
     return s < WORKER_STATE_COUNT ? segment_state_names[s] : "unknown";
@@ -236,6 +242,17 @@ void segment_fold_worker(struct segment *seg, int slot)
         segment_fold_counter(&r->latency_bucket[i], &c->latency_bucket[i]);
     segment_fold_counter(&r->latency_sum_ns, &c->latency_sum_ns);
     segment_fold_counter(&r->latency_count, &c->latency_count);
+    for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
+        for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
+            segment_fold_counter(&r->broker[b].errors[i], &c->broker[b].errors[i]);
+        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+            segment_fold_counter(&r->broker[b].latency_bucket[i], &c->broker[b].latency_bucket[i]);
+        segment_fold_counter(&r->broker[b].latency_sum_ns, &c->broker[b].latency_sum_ns);
+        segment_fold_counter(&r->broker[b].latency_count, &c->broker[b].latency_count);
+        atomic_store(&w->broker[b].up, 0);
+        atomic_store(&w->broker[b].pool_in_use, 0);
+        atomic_store(&w->broker[b].pool_idle, 0);
+    }
 
     atomic_thread_fence(memory_order_seq_cst);
     atomic_fetch_add_explicit(&seg->fold_seq, 1, memory_order_acq_rel);
@@ -257,6 +274,14 @@ static void segment_add_counters(struct segment_totals *t, const struct segment_
         t->latency_bucket[i] += SEGMENT_LOAD(c->latency_bucket[i]);
     t->latency_sum_ns += SEGMENT_LOAD(c->latency_sum_ns);
     t->latency_count += SEGMENT_LOAD(c->latency_count);
+    for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
+        for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
+            t->broker[b].errors[i] += SEGMENT_LOAD(c->broker[b].errors[i]);
+        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+            t->broker[b].latency_bucket[i] += SEGMENT_LOAD(c->broker[b].latency_bucket[i]);
+        t->broker[b].latency_sum_ns += SEGMENT_LOAD(c->broker[b].latency_sum_ns);
+        t->broker[b].latency_count += SEGMENT_LOAD(c->broker[b].latency_count);
+    }
 #undef SEGMENT_LOAD
 }
 

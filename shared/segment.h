@@ -76,5 +76,6 @@ void segment_read_counters(const struct segment_counters *c, struct segment_tota
 const char *segment_disconnect_reason_name(enum segment_disconnect_reason r);
 const char *segment_connection_error_name(enum segment_connection_error e);
 const char *segment_worker_state_name(enum segment_worker_state s);
+const char *segment_broker_error_name(enum segment_broker_error e);
 
 #endif

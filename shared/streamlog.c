@@ -99,7 +99,7 @@ static uint32_t streamlog_name_hash(const char *name, size_t len)
     return h;
 }
 
-static void streamlog_new_epoch(char *epoch)
+void streamlog_new_epoch(char *epoch)
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     uint8_t raw[STREAMLOG_EPOCH_LEN];

@@ -21,6 +21,9 @@ uint64_t streamlog_bytes(uint32_t max_streams, uint64_t stream_memory);
 /* Set up the table in zeroed memory of streamlog_bytes() bytes. */
 int streamlog_init(struct streamlog *sl, uint32_t max_streams, uint64_t stream_memory);
 
+/* A fresh random epoch: STREAMLOG_EPOCH_LEN characters and a NUL. */
+void streamlog_new_epoch(char *epoch);
+
 /* 1 when name is 1–128 characters of [A-Za-z0-9_.:/-]. */
 int streamlog_name_valid(const char *name, size_t len);
 

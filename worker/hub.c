@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "broker.h"
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "segment.h"
@@ -72,7 +74,7 @@ void hub_close(struct worker *w)
     }
 }
 
-static struct hub_stream *hub_find(struct worker *w, const char *name, size_t len)
+struct hub_stream *hub_find(struct worker *w, const char *name, size_t len)
 {
     for (struct hub_stream *hs = w->hub.buckets[hub_hash(name, len)]; hs; hs = hs->next) {
         if (hs->name_len == len && memcmp(hs->name, name, len) == 0)
@@ -83,7 +85,7 @@ static struct hub_stream *hub_find(struct worker *w, const char *name, size_t le
 
 /* The worker's entry for a stream, creating the stream in the shared
  * table when needed. NULL with *err set on failure. */
-static struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err)
+struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err)
 {
     struct hub_stream *hs = hub_find(w, name, len);
     if (hs)
@@ -102,6 +104,8 @@ static struct hub_stream *hub_get(struct worker *w, const char *name, size_t len
     hs->ref = ref;
     hs->name_len = (uint32_t)len;
     memcpy(hs->name, name, len);
+    if (broker_enabled(w))
+        hs->broker = broker_for_stream(w, name, len);
     uint32_t b = hub_hash(name, len);
     hs->next = w->hub.buckets[b];
     w->hub.buckets[b] = hs;
@@ -137,14 +141,13 @@ static struct streamlog_stream *hub_lock(struct worker *w, struct hub_stream *hs
     return streamlog_lock(sl, hs->ref);
 }
 
-/* Frame for one record: the header and envelope around the publisher's
- * bytes, which are copied verbatim. */
-static struct sendq_frame *hub_frame(const struct hub_stream *hs, const struct streamlog_record *r)
+struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
+                                  const char *data, size_t len)
 {
     char env[STREAMLOG_NAME_MAX + 96];
     int n = snprintf(env, sizeof(env), "{\"type\":\"message\",\"stream\":\"%s\",\"seq\":%llu,\"ts\":%lld,\"data\":",
-                     hs->name, (unsigned long long)r->seq, (long long)r->ts_ms);
-    size_t payload = (size_t)n + r->len + 1;
+                     hs->name, (unsigned long long)seq, (long long)ts_ms);
+    size_t payload = (size_t)n + len + 1;
     size_t hlen = payload < 126 ? 2 : payload < 65536 ? 4 : 10;
     struct sendq_frame *f = sendq_frame_new(hlen + payload);
     if (!f)
@@ -163,9 +166,16 @@ static struct sendq_frame *hub_frame(const struct hub_stream *hs, const struct s
             p[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
     }
     memcpy(p + hlen, env, (size_t)n);
-    memcpy(p + hlen + n, streamlog_record_data(r), r->len);
-    p[hlen + (size_t)n + r->len] = '}';
+    memcpy(p + hlen + n, data, len);
+    p[hlen + (size_t)n + len] = '}';
     return f;
+}
+
+/* Frame for one record: the header and envelope around the publisher's
+ * bytes, which are copied verbatim. */
+static struct sendq_frame *hub_frame(const struct hub_stream *hs, const struct streamlog_record *r)
+{
+    return hub_frame_raw(hs, r->seq, r->ts_ms, streamlog_record_data(r), r->len);
 }
 
 /* Collect the records after `after` (at most history_size) and build their
@@ -211,7 +221,7 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
     return (long)n;
 }
 
-static void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to)
+void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to)
 {
     char msg[STREAMLOG_NAME_MAX + 96];
     int n = snprintf(msg, sizeof(msg), "{\"type\":\"gap\",\"stream\":\"%s\",\"from\":%llu,\"to\":%llu}",
@@ -284,13 +294,15 @@ void hub_run(struct worker *w)
 }
 
 int hub_publish(struct conn *c, const char *stream, size_t len, const char *data, size_t dlen,
-                uint64_t *seq)
+                const char *id_json, uint64_t *seq)
 {
     struct worker *w = c->w;
     int err = 0;
     struct hub_stream *hs = hub_get(w, stream, len, &err);
     if (!hs)
         return err;
+    if (broker_enabled(w))
+        return cluster_publish(c, hs, data, dlen, id_json);
     struct streamlog_stream *st = hub_lock(w, hs, &err);
     if (!st)
         return err ? err : -ENOSPC;
@@ -320,29 +332,48 @@ static struct hub_sub *hub_conn_sub(struct conn *c, const char *stream, size_t l
     return NULL;
 }
 
-static void hub_send_subscribed(struct conn *c, const struct hub_subscribe_args *a,
-                                const char *epoch, uint64_t seq, int recovered)
+void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char *epoch,
+                         uint64_t seq, int has_since, int recovered, const char *id_json)
 {
     char msg[STREAMLOG_NAME_MAX + 160];
     int n = snprintf(msg, sizeof(msg),
-                     "{\"type\":\"subscribed\",\"stream\":\"%.*s\",\"epoch\":\"%s\",\"seq\":%llu",
-                     (int)a->stream_len, a->stream, epoch, (unsigned long long)seq);
-    if (a->has_since)
+                     "{\"type\":\"subscribed\",\"stream\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu",
+                     hs->name, epoch, (unsigned long long)seq);
+    if (has_since)
         n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"recovered\":%s",
                       recovered ? "true" : "false");
-    size_t idlen = a->id_json ? strlen(a->id_json) : 0;
+    size_t idlen = id_json ? strlen(id_json) : 0;
     char *buf = msg;
     if (idlen) {
         buf = malloc((size_t)n + idlen + 8);
         if (!buf)
             return;
         memcpy(buf, msg, (size_t)n);
-        n += sprintf(buf + n, ",\"id\":%s", a->id_json);
+        n += sprintf(buf + n, ",\"id\":%s", id_json);
     }
     buf[n++] = '}';
     session_send_text(c, buf, (size_t)n, c->msg_start_ns);
     if (buf != msg)
         free(buf);
+}
+
+void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub)
+{
+    sub->hs = hs;
+    sub->stream_prev = NULL;
+    sub->stream_next = hs->subs;
+    if (hs->subs)
+        hs->subs->stream_prev = sub;
+    hs->subs = sub;
+    hs->nsubs++;
+}
+
+void hub_link_conn(struct conn *c, struct hub_sub *sub)
+{
+    sub->conn = c;
+    sub->conn_next = c->subs;
+    c->subs = sub;
+    c->nsubs++;
 }
 
 int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
@@ -356,6 +387,8 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     struct hub_stream *hs = hub_get(w, a->stream, a->stream_len, &err);
     if (!hs)
         return err;
+    if (broker_enabled(w))
+        return cluster_subscribe(c, hs, a);
     struct hub_sub *sub = calloc(1, sizeof(*sub));
     if (!sub)
         return -ENOMEM;
@@ -393,19 +426,11 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     }
     streamlog_unlock(st);
 
-    sub->conn = c;
-    sub->hs = hs;
     sub->from_seq = last;
-    sub->stream_next = hs->subs;
-    if (hs->subs)
-        hs->subs->stream_prev = sub;
-    hs->subs = sub;
-    hs->nsubs++;
-    sub->conn_next = c->subs;
-    c->subs = sub;
-    c->nsubs++;
+    hub_link_stream(hs, sub);
+    hub_link_conn(c, sub);
 
-    hub_send_subscribed(c, a, epoch, last, recovered);
+    hub_send_subscribed(c, hs, epoch, last, a->has_since, recovered, a->id_json);
     if (gap_to)
         hub_send_gap(c, hs, after + 1, gap_to);
     for (long i = 0; i < n; i++) {
@@ -417,9 +442,11 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     return 0;
 }
 
-static void hub_unlink(struct worker *w, struct hub_sub *sub)
+void hub_unlink(struct worker *w, struct hub_sub *sub)
 {
     struct hub_stream *hs = sub->hs;
+    if (broker_enabled(w) && cluster_unlink_sub(w, sub))
+        return;
     if (sub->stream_prev)
         sub->stream_prev->stream_next = sub->stream_next;
     else
@@ -428,10 +455,10 @@ static void hub_unlink(struct worker *w, struct hub_sub *sub)
         sub->stream_next->stream_prev = sub->stream_prev;
     hs->nsubs--;
     hs->last_used_ns = clock_now_ns();
+    if (hs->nsubs == 0 && broker_enabled(w))
+        cluster_stream_unused(w, hs);
     if (hs->nsubs == 0) {
-        int err = 0;
         struct streamlog_stream *st = streamlog_lock(segment_streams(w->seg), hs->ref);
-        (void)err;
         if (st) {
             streamlog_set_subscribed(st, w->slot_index, 0);
             atomic_store(&st->last_active_ms, clock_wall_ms());
@@ -457,6 +484,8 @@ int hub_unsubscribe(struct conn *c, const char *stream, size_t len)
 
 void hub_conn_closed(struct conn *c)
 {
+    if (broker_enabled(c->w))
+        cluster_conn_closed(c);
     struct hub_sub *s = c->subs;
     while (s) {
         struct hub_sub *next = s->conn_next;
@@ -473,7 +502,8 @@ void hub_sweep(struct worker *w, uint64_t now_ns)
         struct hub_stream *hs = w->hub.buckets[b];
         while (hs) {
             struct hub_stream *next = hs->next;
-            if (hs->nsubs == 0 && now_ns - hs->last_used_ns > HUB_IDLE_NS)
+            if (hs->nsubs == 0 && hs->refs == 0 && !hs->waiting &&
+                now_ns - hs->last_used_ns > HUB_IDLE_NS)
                 hub_forget(w, hs);
             hs = next;
         }

@@ -43,9 +43,11 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a);
 int hub_unsubscribe(struct conn *c, const char *stream, size_t len);
 /* Append `data` (the publisher's raw JSON) to the stream; *seq gets its
  * number. Returns 0, -ENOSPC (max_streams) or -E2BIG (larger than the
- * stream's history memory). */
+ * stream's history memory), or HUB_PENDING in cluster mode: the broker's
+ * answer arrives later and the hub sends the ack or the error itself. */
+#define HUB_PENDING 1
 int hub_publish(struct conn *c, const char *stream, size_t len, const char *data, size_t dlen,
-                uint64_t *seq);
+                const char *id_json, uint64_t *seq);
 /* The connection is closing: drop its subscriptions. */
 void hub_conn_closed(struct conn *c);
 
@@ -53,5 +55,18 @@ void hub_conn_closed(struct conn *c);
 void hub_run(struct worker *w);
 /* Periodic: forget cached streams nobody used for a while. */
 void hub_sweep(struct worker *w, uint64_t now_ns);
+
+/* Shared with cluster.c (cluster mode). */
+struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err);
+struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
+                                  const char *data, size_t len);
+void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to);
+void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char *epoch,
+                         uint64_t seq, int has_since, int recovered, const char *id_json);
+struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);
+void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub);
+void hub_link_conn(struct conn *c, struct hub_sub *sub);
+void hub_unlink(struct worker *w, struct hub_sub *sub);
+
 
 #endif

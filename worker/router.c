@@ -13,20 +13,32 @@
 #include "session.h"
 #include "textbuf.h"
 
+static char *router_id_json(json_t *id)
+{
+    return id ? json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+}
+
 /* Append `"id":<value>` when the request had an id: serialised from the
  * parsed value so that any JSON value (object, string, null) comes back
  * equal to what the client sent. */
+static void router_append_id_json(struct textbuf *b, const char *id_json)
+{
+    if (!id_json)
+        return;
+    textbuf_appends(b, ",\"id\":");
+    textbuf_appends(b, id_json);
+}
+
 static void router_append_id(struct textbuf *b, json_t *id)
 {
     if (!id)
         return;
-    char *text = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = router_id_json(id);
     if (!text) {
         b->failed = 1;
         return;
     }
-    textbuf_appends(b, ",\"id\":");
-    textbuf_appends(b, text);
+    router_append_id_json(b, text);
     free(text);
 }
 
@@ -37,7 +49,7 @@ static void router_send(struct conn *c, struct textbuf *b)
     textbuf_free(b);
 }
 
-static void router_error(struct conn *c, json_t *id, const char *code, const char *message)
+void router_reply_error(struct conn *c, const char *id_json, const char *code, const char *message)
 {
     struct textbuf b;
     textbuf_init(&b, 160);
@@ -47,8 +59,27 @@ static void router_error(struct conn *c, json_t *id, const char *code, const cha
     textbuf_appends(&b, text ? text : "\"\"");
     free(text);
     json_decref(m);
-    router_append_id(&b, id);
+    router_append_id_json(&b, id_json);
     textbuf_append(&b, "}", 1);
+    router_send(c, &b);
+}
+
+static void router_error(struct conn *c, json_t *id, const char *code, const char *message)
+{
+    char *id_json = router_id_json(id);
+    router_reply_error(c, id_json, code, message);
+    free(id_json);
+}
+
+void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
+                      uint64_t seq)
+{
+    struct textbuf b;
+    textbuf_init(&b, 96);
+    textbuf_appends(&b, "{\"type\":\"ack\"");
+    router_append_id_json(&b, id_json);
+    textbuf_appendf(&b, ",\"stream\":\"%.*s\",\"seq\":%llu}", (int)len, stream,
+                    (unsigned long long)seq);
     router_send(c, &b);
 }
 
@@ -136,11 +167,6 @@ static int router_raw_member(const char *msg, size_t len, size_t index, const ch
     }
 }
 
-static char *router_id_json(json_t *id)
-{
-    return id ? json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-}
-
 /* The `stream` field, checked against PROTOCOL.md's naming rule. */
 static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_t *len)
 {
@@ -159,29 +185,40 @@ static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_
     return name;
 }
 
-static void router_stream_error(struct conn *c, json_t *id, int err)
+void router_reply_errno(struct conn *c, const char *id_json, int err)
 {
     switch (err) {
     case -ENOSPC:
-        router_error(c, id, "capacity", "max_streams reached on this replica");
+        router_reply_error(c, id_json, "capacity", "max_streams reached on this replica");
         break;
     case -EMLINK:
-        router_error(c, id, "capacity", "max_subscriptions reached on this connection");
+        router_reply_error(c, id_json, "capacity", "max_subscriptions reached on this connection");
         break;
     case -EEXIST:
-        router_error(c, id, "bad_request", "already subscribed to this stream");
+        router_reply_error(c, id_json, "bad_request", "already subscribed to this stream");
         break;
     case -ENOENT:
-        router_error(c, id, "bad_request", "not subscribed to this stream");
+        router_reply_error(c, id_json, "bad_request", "not subscribed to this stream");
         break;
     case -E2BIG:
-        router_error(c, id, "too_large",
-                     "data larger than a stream's history memory (stream_memory / max_streams)");
+        router_reply_error(c, id_json, "too_large",
+                           "data larger than a stream's history memory (stream_memory / max_streams)");
+        break;
+    case -EAGAIN:
+        router_reply_error(c, id_json, "unavailable",
+                           "the cluster broker for this stream is unreachable: not accepted, retry");
         break;
     default:
-        router_error(c, id, "internal", "the gateway could not complete the request");
+        router_reply_error(c, id_json, "internal", "the gateway could not complete the request");
         break;
     }
+}
+
+static void router_stream_error(struct conn *c, json_t *id, int err)
+{
+    char *id_json = router_id_json(id);
+    router_reply_errno(c, id_json, err);
+    free(id_json);
 }
 
 static void router_subscribe(struct conn *c, json_t *root, json_t *id)
@@ -259,20 +296,14 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
         router_error(c, id, "bad_request", "missing field \"data\"");
         return;
     }
+    char *id_json = router_id_json(id);
     uint64_t seq;
-    int r = hub_publish(c, name, slen, data, dlen, &seq);
-    if (r < 0) {
-        router_stream_error(c, id, r);
-        return;
-    }
-    if (!id)
-        return;
-    struct textbuf b;
-    textbuf_init(&b, 96);
-    textbuf_appends(&b, "{\"type\":\"ack\"");
-    router_append_id(&b, id);
-    textbuf_appendf(&b, ",\"stream\":\"%s\",\"seq\":%llu}", name, (unsigned long long)seq);
-    router_send(c, &b);
+    int r = hub_publish(c, name, slen, data, dlen, id_json, &seq);
+    if (r < 0)
+        router_reply_errno(c, id_json, r);
+    else if (r == 0 && id_json)
+        router_reply_ack(c, id_json, name, slen, seq);
+    free(id_json);
 }
 
 void router_handle(struct conn *c, const char *msg, size_t len)

@@ -10,9 +10,19 @@
 #define WSGATE_ROUTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "worker-t.h"
 
 void router_handle(struct conn *c, const char *msg, size_t len);
+
+/* Replies for requests the hub completes later (cluster mode); id_json is
+ * the request's id serialised, or NULL. */
+void router_reply_error(struct conn *c, const char *id_json, const char *code, const char *message);
+/* The `error` for a negative errno from the hub (capacity, too_large,
+ * unavailable, …). */
+void router_reply_errno(struct conn *c, const char *id_json, int err);
+void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
+                      uint64_t seq);
 
 #endif

@@ -52,6 +52,9 @@ enum conn_state {
 
 struct worker;
 struct hub_sub;
+struct hub_pub;
+struct broker_set;
+struct sendq_frame;
 
 /* Where a client's byte stream stands between frames (see framescan.h). */
 struct framescan {
@@ -93,12 +96,37 @@ struct conn {
     struct sendq out;
     struct hub_sub *subs;           /* this connection's subscriptions */
     uint32_t nsubs;
+    struct hub_pub *pubs;           /* publishes waiting for the broker */
     char remote[56];
 };
 
 /* One stream as this worker sees it: its local subscribers and how far
  * the worker has fanned it out. Also caches the name lookup for
  * publishers, so a publish costs no table lock. */
+/* Cluster mode: where this worker stands with a stream's broker channel. */
+enum hub_cluster_state {
+    HUB_IDLE = 0,        /* not following the channel */
+    HUB_SUBSCRIBING,     /* SUBSCRIBE sent; position not known yet */
+    HUB_LIVE,            /* following; delivered_seq is exact */
+};
+
+/* A message from the broker that arrived before it could be delivered
+ * (ahead of a hole, or while the position was being read). */
+struct hub_held {
+    struct hub_held *next;
+    uint64_t seq;
+    int64_t ts_ms;
+    uint32_t len;
+    char data[];
+};
+
+/* A frame kept for a subscriber whose replay is still on its way. */
+struct hub_frameq {
+    struct hub_frameq *next;
+    struct sendq_frame *frame;
+    uint64_t origin_ns;
+};
+
 struct hub_stream {
     struct hub_stream *next;        /* hash chain */
     struct streamlog_ref ref;
@@ -108,14 +136,39 @@ struct hub_stream {
     uint32_t name_len;
     uint64_t last_used_ns;
     char name[STREAMLOG_NAME_MAX + 1];
+    /* cluster mode */
+    int broker;
+    uint8_t cstate;                 /* enum hub_cluster_state */
+    uint8_t filling;                /* an XRANGE fills a hole */
+    uint32_t refs;                  /* broker requests in flight that point here */
+    char epoch[STREAMLOG_EPOCH_LEN * 2 + 1];
+    struct hub_held *held, *held_tail;
+    struct hub_sub *waiting;        /* subscribes waiting for HUB_LIVE */
+    struct worker *owner;           /* for broker callbacks, which carry only hs */
 };
 
 struct hub_sub {
-    struct conn *conn;
+    struct conn *conn;              /* NULL once the connection closed */
     struct hub_stream *hs;
     uint64_t from_seq;              /* deliver live messages with seq > from_seq */
     struct hub_sub *stream_prev, *stream_next;
     struct hub_sub *conn_next;
+    /* cluster mode: the subscribe request until it is answered */
+    uint8_t replaying;              /* live frames wait in `queued` */
+    uint8_t has_since;
+    uint64_t since;
+    char *epoch;
+    char *id_json;
+    struct hub_frameq *queued, *queued_tail;
+};
+
+/* A publish waiting for the broker's answer. */
+struct hub_pub {
+    struct hub_pub *next, *prev;    /* the connection's pending publishes */
+    struct conn *conn;              /* NULL once the connection closed */
+    char *id_json;
+    uint32_t len;
+    char stream[STREAMLOG_NAME_MAX + 1];
 };
 
 #define HUB_BUCKETS 1024
@@ -151,6 +204,7 @@ struct worker {
     uint64_t drain_deadline_ns;
     uint64_t last_handshake_second;
     struct hub hub;
+    struct broker_set *broker;      /* cluster mode only (broker.c) */
     char readbuf[65536];
 };
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "broker.h"
 #include "conn.h"
 #include "hub.h"
 #include "log.h"
@@ -92,6 +93,7 @@ static void worker_on_tick(uv_timer_t *t)
         worker_apply_config(w);
     conn_sweep(w, now);
     hub_sweep(w, now);
+    broker_sweep(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
@@ -200,6 +202,10 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
         log_msg(LOG_ERROR, "error", "worker %d cannot poll its wake-up eventfd: %s; "
                 "it will only deliver messages published on itself", slot, uv_strerror(r));
 
+    r = broker_init(w);
+    if (r < 0)
+        log_msg(LOG_ERROR, "error", "worker %d cannot set up its broker connections: %s", slot,
+                strerror(-r));
 #if WSGATE_FAULT_INJECTION
     worker_arm_faults(w);
 #endif
@@ -210,6 +216,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
 
     /* Drained (or told to stop): close every handle and let their close
      * callbacks free what they own, so nothing leaks at exit. */
+    broker_close(w);
     hub_close(w);
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
