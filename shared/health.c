@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "brokerurl.h"
 #include "segment.h"
 #include "streamlog.h"
 #include "wsgate-build.h"
@@ -38,6 +39,14 @@ enum health_status health_status(const struct segment *seg, const char **reason)
     if (running == 0) {
         *reason = "no worker running";
         return HEALTH_DEGRADED;
+    }
+    struct config cfg;
+    segment_read_config(seg, &cfg);
+    for (int b = 0; b < cfg.broker_count; b++) {
+        if (!segment_broker_up(seg, b)) {
+            *reason = "cluster broker unreachable: publishes to its streams are refused";
+            return HEALTH_DEGRADED;
+        }
     }
     return HEALTH_OK;
 }
@@ -97,7 +106,20 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
     json_object_set_new(streams, "history_size", json_integer(cfg.history_size));
     json_object_set_new(root, "streams", streams);
 
-    json_object_set_new(root, "broker", json_string("none"));
+    if (cfg.broker_count == 0) {
+        json_object_set_new(root, "broker", json_string("none"));
+    } else {
+        json_t *brokers = json_array();
+        for (int b = 0; b < cfg.broker_count; b++) {
+            char label[96];
+            broker_url_label(cfg.broker[b], label, sizeof(label));
+            json_t *jb = json_object();
+            json_object_set_new(jb, "broker", json_string(label));
+            json_object_set_new(jb, "up", json_boolean(segment_broker_up(seg, b)));
+            json_array_append_new(brokers, jb);
+        }
+        json_object_set_new(root, "broker", brokers);
+    }
 
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "brokerurl.h"
 #include "segment.h"
 #include "streamlog.h"
 
@@ -36,28 +37,95 @@ static void metrics_gauge_double(struct textbuf *out, const char *name, const ch
     textbuf_appendf(out, "%s{environment=\"%s\"} %.17g\n", name, env, v);
 }
 
+/* One histogram's samples; `labels` is extra `name="value",` text or "". */
+static void metrics_histogram(struct textbuf *out, const char *name, const char *env,
+                              const char *labels, const uint64_t *buckets, uint64_t sum_ns)
+{
+    uint64_t cumulative = 0;
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++) {
+        cumulative += buckets[i];
+        char le[32];
+        if (i == SEGMENT_LATENCY_BUCKETS - 1)
+            snprintf(le, sizeof(le), "+Inf");
+        else
+            snprintf(le, sizeof(le), "%g", segment_latency_bounds[i]);
+        textbuf_appendf(out, "%s_bucket{environment=\"%s\",%sle=\"%s\"} %llu\n", name, env,
+                        labels, le, (unsigned long long)cumulative);
+    }
+    char lab[160];
+    size_t n = strlen(labels);
+    /* Drop the trailing comma for _sum and _count. */
+    snprintf(lab, sizeof(lab), "%s%.*s", n ? "," : "", n ? (int)n - 1 : 0, labels);
+    textbuf_appendf(out, "%s_sum{environment=\"%s\"%s} %.9f\n", name, env, lab,
+                    (double)sum_ns / 1e9);
+    /* _count equals the +Inf bucket by construction (same snapshot). */
+    textbuf_appendf(out, "%s_count{environment=\"%s\"%s} %llu\n", name, env, lab,
+                    (unsigned long long)cumulative);
+}
+
 static void metrics_latency(struct textbuf *out, const char *env, const struct segment_totals *t)
 {
     const char *name = "websocket_message_latency_seconds";
     metrics_header(out, name, "histogram",
                    "Time from a message entering the gateway (its last frame received) until "
                    "its bytes are handed to the kernel for one recipient.");
-    uint64_t cumulative = 0;
-    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++) {
-        cumulative += t->latency_bucket[i];
-        char le[32];
-        if (i == SEGMENT_LATENCY_BUCKETS - 1)
-            snprintf(le, sizeof(le), "+Inf");
-        else
-            snprintf(le, sizeof(le), "%g", segment_latency_bounds[i]);
-        textbuf_appendf(out, "%s_bucket{environment=\"%s\",le=\"%s\"} %llu\n", name, env, le,
-                       (unsigned long long)cumulative);
+    metrics_histogram(out, name, env, "", t->latency_bucket, t->latency_sum_ns);
+}
+
+/* Cluster mode: one set of series per configured broker, labelled with
+ * its host:port/db (never its password). A broker is up when every
+ * running worker is connected to it. */
+static void metrics_brokers(struct textbuf *out, const char *env, const struct segment *seg,
+                            const struct config *cfg, const struct segment_totals *t)
+{
+    metrics_header(out, "websocket_broker_up", "gauge",
+                   "1 when every running worker is connected to this cluster broker.");
+    for (int b = 0; b < cfg->broker_count; b++) {
+        char label[96];
+        broker_url_label(cfg->broker[b], label, sizeof(label));
+        metrics_sample(out, "websocket_broker_up", env, "broker", label,
+                       (uint64_t)segment_broker_up(seg, b));
     }
-    textbuf_appendf(out, "%s_sum{environment=\"%s\"} %.9f\n", name, env,
-                   (double)t->latency_sum_ns / 1e9);
-    /* _count equals the +Inf bucket by construction (same snapshot). */
-    textbuf_appendf(out, "%s_count{environment=\"%s\"} %llu\n", name, env,
-                   (unsigned long long)cumulative);
+    metrics_header(out, "websocket_broker_latency_seconds", "histogram",
+                   "Round trip of a publish to the cluster broker (store, sequence, announce).");
+    for (int b = 0; b < cfg->broker_count; b++) {
+        char label[96], labels[128];
+        broker_url_label(cfg->broker[b], label, sizeof(label));
+        snprintf(labels, sizeof(labels), "broker=\"%s\",", label);
+        metrics_histogram(out, "websocket_broker_latency_seconds", env, labels,
+                          t->broker[b].latency_bucket, t->broker[b].latency_sum_ns);
+    }
+    metrics_header(out, "websocket_broker_errors_total", "counter",
+                   "Cluster broker failures: connect (lost or refused), timeout (pool_timeout), "
+                   "command (Redis refused).");
+    for (int b = 0; b < cfg->broker_count; b++) {
+        char label[96];
+        broker_url_label(cfg->broker[b], label, sizeof(label));
+        for (int e = 0; e < BROKER_ERROR_TYPE_COUNT; e++)
+            textbuf_appendf(out,
+                            "websocket_broker_errors_total{environment=\"%s\",broker=\"%s\","
+                            "error_type=\"%s\"} %llu\n",
+                            env, label, segment_broker_error_name(e),
+                            (unsigned long long)t->broker[b].errors[e]);
+    }
+    metrics_header(out, "websocket_broker_pool_connections", "gauge",
+                   "Command connections to the cluster broker, by state (in_use, idle).");
+    for (int b = 0; b < cfg->broker_count; b++) {
+        char label[96];
+        broker_url_label(cfg->broker[b], label, sizeof(label));
+        uint64_t in_use = 0, idle = 0;
+        for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+            in_use += atomic_load(&seg->worker[i].broker[b].pool_in_use);
+            idle += atomic_load(&seg->worker[i].broker[b].pool_idle);
+        }
+        textbuf_appendf(out,
+                        "websocket_broker_pool_connections{environment=\"%s\",broker=\"%s\","
+                        "state=\"in_use\"} %llu\n"
+                        "websocket_broker_pool_connections{environment=\"%s\",broker=\"%s\","
+                        "state=\"idle\"} %llu\n",
+                        env, label, (unsigned long long)in_use, env, label,
+                        (unsigned long long)idle);
+    }
 }
 
 static void metrics_process(struct textbuf *out, const char *env, const struct procstat *p)
@@ -166,6 +234,9 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
                    "Configured replica-wide limit on WebSocket connections.");
     metrics_sample(out, "websocket_max_connections", env, NULL, NULL,
                    (uint64_t)cfg.max_connections);
+
+    if (cfg.broker_count)
+        metrics_brokers(out, env, seg, &cfg, &t);
 
     if (proc)
         metrics_process(out, env, proc);

@@ -45,6 +45,18 @@ const char *segment_broker_error_name(enum segment_broker_error e)
     return names[e];
 }
 
+int segment_broker_up(const struct segment *seg, int broker)
+{
+    int up = 1, running = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        if (atomic_load(&seg->worker[i].state) != WORKER_RUNNING)
+            continue;
+        running++;
+        up &= atomic_load(&seg->worker[i].broker[broker].up) != 0;
+    }
+    return up && running;
+}
+
 const char *segment_worker_state_name(enum segment_worker_state s)
 {
     return s < WORKER_STATE_COUNT ? segment_state_names[s] : "unknown";

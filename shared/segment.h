@@ -77,5 +77,7 @@ const char *segment_disconnect_reason_name(enum segment_disconnect_reason r);
 const char *segment_connection_error_name(enum segment_connection_error e);
 const char *segment_worker_state_name(enum segment_worker_state s);
 const char *segment_broker_error_name(enum segment_broker_error e);
+/* A cluster broker is up when every running worker is connected to it. */
+int segment_broker_up(const struct segment *seg, int broker);
 
 #endif
