@@ -1,8 +1,8 @@
 #include "broker.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
+#include <uv.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -94,6 +94,82 @@ static void broker_key(char *out, size_t len, const char *stream, size_t slen, c
     snprintf(out, len, "wsgate:{%.*s}%s", (int)slen, stream, suffix);
 }
 
+/* ---- libuv event hooks for hiredis ------------------------------------------
+ *
+ * hiredis ships a libuv adapter, but it drops uv_poll errors: a refused
+ * connect (POLLERR) is never reported to hiredis, and the connection hangs
+ * unnoticed forever. These hooks are the adapter with that fixed: on an
+ * error the context is told to write (not connected yet: it finds the
+ * socket error) or to read (it sees the broken connection and closes it).
+ */
+struct broker_uv {
+    uv_poll_t poll;
+    redisAsyncContext *ac;
+    int events;
+};
+
+static void broker_uv_on_poll(uv_poll_t *h, int status, int events)
+{
+    struct broker_uv *p = h->data;
+    if (!p->ac)
+        return;
+    if (status < 0) {
+        if (!(p->ac->c.flags & REDIS_CONNECTED))
+            redisAsyncHandleWrite(p->ac);
+        else
+            redisAsyncHandleRead(p->ac);
+        return;
+    }
+    if (events & UV_READABLE)
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void broker_uv_update(struct broker_uv *p, int add, int remove)
+{
+    p->events = (p->events | add) & ~remove;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, broker_uv_on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void broker_uv_add_read(void *d) { broker_uv_update(d, UV_READABLE, 0); }
+static void broker_uv_del_read(void *d) { broker_uv_update(d, 0, UV_READABLE); }
+static void broker_uv_add_write(void *d) { broker_uv_update(d, UV_WRITABLE, 0); }
+static void broker_uv_del_write(void *d) { broker_uv_update(d, 0, UV_WRITABLE); }
+
+static void broker_uv_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void broker_uv_cleanup(void *d)
+{
+    struct broker_uv *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, broker_uv_closed);
+}
+
+static int broker_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct broker_uv *p = calloc(1, sizeof(*p));
+    if (!p || uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->poll.data = p;
+    p->ac = ac;
+    ac->ev.data = p;
+    ac->ev.addRead = broker_uv_add_read;
+    ac->ev.delRead = broker_uv_del_read;
+    ac->ev.addWrite = broker_uv_add_write;
+    ac->ev.delWrite = broker_uv_del_write;
+    ac->ev.cleanup = broker_uv_cleanup;
+    return 0;
+}
+
 /* ---- connection management ------------------------------------------ */
 
 static void broker_connect_all(struct broker *br);
@@ -141,6 +217,8 @@ static void broker_schedule_reconnect(struct broker *br)
     uv_timer_start(&br->reconnect, broker_on_reconnect_timer, br->backoff_ms, 0);
 }
 
+static void broker_forget_conn(struct broker_conn *bc);
+
 static void broker_on_connect(const redisAsyncContext *ac, int status)
 {
     struct broker_conn *bc = ac->data;
@@ -148,8 +226,11 @@ static void broker_on_connect(const redisAsyncContext *ac, int status)
         return;
     struct broker *br = bc->br;
     if (status != REDIS_OK) {
+        /* hiredis frees a context that never connected without calling
+         * the disconnect callback: forget it here and try again later. */
         segment_counter_add(&br->w->slot->counters.broker[br->index].errors[BROKER_ERROR_CONNECT], 1);
-        return; /* hiredis calls the disconnect callback next */
+        broker_forget_conn(bc);
+        return;
     }
     bc->connected = 1;
     bc->idle_since_ns = clock_now_ns();
@@ -165,7 +246,15 @@ static void broker_on_disconnect(const redisAsyncContext *ac, int status)
     struct broker_conn *bc = ac->data;
     if (!bc)
         return;
+    broker_forget_conn(bc);
+}
+
+/* The connection's context is gone (hiredis frees it after the
+ * callback): drop it from the broker and reconnect when needed. */
+static void broker_forget_conn(struct broker_conn *bc)
+{
     struct broker *br = bc->br;
+    int status = REDIS_ERR;
     bc->ac = NULL;
     bc->connected = 0;
     if (br->sub == bc) {
@@ -206,7 +295,11 @@ static struct broker_conn *broker_open(struct broker *br, int pubsub)
     }
     ac->data = bc;
     bc->ac = ac;
-    redisLibuvAttach(ac, &br->w->loop);
+    if (broker_uv_attach(ac, &br->w->loop) < 0) {
+        redisAsyncFree(ac);
+        free(bc);
+        return NULL;
+    }
     redisAsyncSetConnectCallback(ac, broker_on_connect);
     redisAsyncSetDisconnectCallback(ac, broker_on_disconnect);
     /* Queued ahead of everything else: hiredis sends them once connected. */
@@ -218,6 +311,8 @@ static struct broker_conn *broker_open(struct broker *br, int pubsub)
      * restarted Redis forgets it, and a restart means a new connection). */
     if (!pubsub)
         redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", broker_script);
+    else
+        redisAsyncCommand(ac, NULL, NULL, "PING"); /* gets the connect noticed */
     return bc;
 }
 

@@ -273,7 +273,7 @@ void cluster_on_message(struct worker *w, const char *stream, size_t len, const 
     struct hub_stream *hs = hub_find(w, stream, len);
     if (!hs || hs->cstate == HUB_IDLE)
         return;
-    if (hs->cstate == HUB_SUBSCRIBING || hs->filling) {
+    if (hs->cstate == HUB_SUBSCRIBING) {
         cluster_hold(hs, e);
         return;
     }
@@ -287,6 +287,10 @@ void cluster_on_message(struct worker *w, const char *stream, size_t len, const 
         for (struct hub_sub *s = hs->subs; s; s = s->stream_next)
             s->from_seq = 0;
         cluster_free_held(hs);
+    }
+    if (hs->filling) {
+        cluster_hold(hs, e);
+        return;
     }
     if (e->seq <= hs->delivered_seq)
         return;

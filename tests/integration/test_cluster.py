@@ -1,0 +1,291 @@
+"""Cluster mode (issue 8): replicas share streams through real redis-server
+instances on loopback. Every test starts its own Redis and gateways on free
+ports; everything is stopped at the end."""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import websockets
+
+from conftest import SLOW, free_port, metric
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="redis-server not installed")
+
+
+class Redis:
+    def __init__(self, tmp_path, port=None):
+        self.port = port or free_port()
+        self.dir = tmp_path
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                out = subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
+                                     capture_output=True, text=True, timeout=2)
+                if out.stdout.strip() == "PONG":
+                    return self
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    started = []
+
+    def make(port=None):
+        d = tmp_path / f"redis{len(started)}"
+        d.mkdir(exist_ok=True)
+        r = Redis(d, port).start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+def cluster_config(*urls, **extra):
+    cfg = {"workers": 2, "broker": list(urls), "stream_memory": 16 << 20, "max_streams": 64}
+    cfg.update(extra)
+    return cfg
+
+
+async def ws_request(ws, msg):
+    await ws.send(json.dumps(msg))
+    return json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))
+
+
+async def subscribe(url, stream, **kw):
+    ws = await websockets.connect(url, open_timeout=10 * SLOW)
+    reply = await ws_request(ws, {"type": "subscribe", "stream": stream, "id": "s", **kw})
+    assert reply["type"] == "subscribed", reply
+    return ws, reply
+
+
+async def receive(ws, n, timeout=10):
+    out = []
+    deadline = time.monotonic() + timeout * SLOW
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"received {len(out)} of {n}: {out[-3:]}"
+        out.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+    return out
+
+
+async def publish_many(url, stream, n, start=0):
+    """Publish n messages with ids, waiting for each ack; returns the seqs."""
+    seqs = []
+    async with websockets.connect(url, open_timeout=10 * SLOW) as ws:
+        for k in range(start, start + n):
+            reply = await ws_request(ws, {"type": "publish", "stream": stream, "id": k,
+                                          "data": {"k": k}})
+            assert reply["type"] == "ack", reply
+            seqs.append(reply["seq"])
+    return seqs
+
+
+def test_three_replicas_one_sequence(gateway_factory, redis_factory):
+    r = redis_factory()
+    a, b, c = (gateway_factory(cluster_config(r.url)) for _ in range(3))
+
+    async def go():
+        subs = []
+        for gw in (b, c):
+            for _ in range(3):
+                subs.append((await subscribe(gw.ws_url, "patient/1/ecg"))[0])
+        seqs = await publish_many(a.ws_url, "patient/1/ecg", 200)
+        assert seqs == list(range(1, 201))
+        for ws in subs:
+            got = await receive(ws, 200)
+            assert [m["seq"] for m in got] == list(range(1, 201))
+            assert [m["data"]["k"] for m in got] == list(range(200))
+            await ws.close()
+    asyncio.run(go())
+    # One Redis round trip per publish: the broker histogram counted 200.
+    assert metric(a.metrics(), "websocket_broker_latency_seconds_count") == 200
+    assert metric(b.metrics(), "websocket_broker_up") == 1
+
+
+def test_streams_shard_across_two_redis(gateway_factory, redis_factory):
+    r1, r2 = redis_factory(), redis_factory()
+    a = gateway_factory(cluster_config(r1.url, r2.url))
+    b = gateway_factory(cluster_config(r1.url, r2.url))
+    streams = [f"patient/{i}/ecg" for i in range(16)]
+
+    async def go():
+        subs = [(await subscribe(b.ws_url, s))[0] for s in streams]
+        for s in streams:
+            assert await publish_many(a.ws_url, s, 3) == [1, 2, 3]
+        for ws in subs:
+            assert [m["seq"] for m in await receive(ws, 3)] == [1, 2, 3]
+            await ws.close()
+    asyncio.run(go())
+    on1 = [s for s in streams if r1.cli("GET", f"wsgate:{{{s}}}:seq") == "3"]
+    on2 = [s for s in streams if r2.cli("GET", f"wsgate:{{{s}}}:seq") == "3"]
+    assert on1 and on2, (on1, on2)
+    assert sorted(on1 + on2) == sorted(streams)
+
+
+def test_resume_on_another_replica_without_gap(gateway_factory, redis_factory):
+    r = redis_factory()
+    a, b, c = (gateway_factory(cluster_config(r.url)) for _ in range(3))
+
+    async def go():
+        ws, sub = await subscribe(b.ws_url, "patient/2/ecg")
+        await publish_many(a.ws_url, "patient/2/ecg", 30)
+        got = await receive(ws, 10)
+        last = got[-1]["seq"]
+        await ws.close()  # mid-stream: 20 messages not read
+        await publish_many(a.ws_url, "patient/2/ecg", 20, start=30)
+        ws2, sub2 = await subscribe(c.ws_url, "patient/2/ecg", since=last, epoch=sub["epoch"])
+        assert sub2["recovered"] is True and sub2["seq"] == 50, sub2
+        rest = await receive(ws2, 50 - last)
+        assert [m["seq"] for m in rest] == list(range(last + 1, 51))
+        await publish_many(a.ws_url, "patient/2/ecg", 5, start=50)
+        assert [m["seq"] for m in await receive(ws2, 5)] == [51, 52, 53, 54, 55]
+        await ws2.close()
+    asyncio.run(go())
+
+
+def test_resume_older_than_history_reports_gap(gateway_factory, redis_factory):
+    r = redis_factory()
+    a = gateway_factory(cluster_config(r.url, history_size=10))
+
+    async def go():
+        await publish_many(a.ws_url, "patient/3/ecg", 50)
+        ws, sub = await subscribe(a.ws_url, "patient/3/ecg", since=5)
+        assert sub["recovered"] is False
+        first = (await receive(ws, 1))[0]
+        assert first["type"] == "gap" and first["from"] == 6, first
+        got = await receive(ws, 50 - first["to"])
+        assert [m["seq"] for m in got] == list(range(first["to"] + 1, 51))
+        await ws.close()
+    asyncio.run(go())
+
+
+def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, redis_factory):
+    r = redis_factory()
+    a = gateway_factory(cluster_config(r.url))
+    b = gateway_factory(cluster_config(r.url))
+
+    async def go():
+        subs = [(await subscribe(b.ws_url, "patient/4/ecg"))[0] for _ in range(2)]
+        acked = await publish_many(a.ws_url, "patient/4/ecg", 20)
+        for ws in subs:
+            assert [m["seq"] for m in await receive(ws, 20)] == acked
+        r.stop()
+        deadline = time.monotonic() + 5 * SLOW
+        pub = await websockets.connect(a.ws_url)
+        unavailable = 0
+        while time.monotonic() < deadline and unavailable < 3:
+            reply = await ws_request(pub, {"type": "publish", "stream": "patient/4/ecg",
+                                           "id": "x", "data": 1})
+            assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+            unavailable += 1
+        assert unavailable == 3
+        assert b.detailed()["status"] == "degraded"
+        assert metric(b.metrics(), "websocket_broker_up") == 0
+        # Subscribers stay connected through the outage.
+        for ws in subs:
+            assert (await ws_request(ws, {"type": "ping", "id": 1}))["type"] == "pong"
+        await pub.close()
+        time.sleep(3)
+        redis_factory(port=r.port)
+        # The replicas reconnect by themselves; publishing works again.
+        deadline = time.monotonic() + 15 * SLOW
+        while time.monotonic() < deadline:
+            if metric(a.metrics(), "websocket_broker_up") == 1 and \
+               metric(b.metrics(), "websocket_broker_up") == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert b.detailed()["status"] == "ok"
+        # A fresh Redis: a new epoch, seq from 1.
+        more = await publish_many(a.ws_url, "patient/4/ecg", 10, start=100)
+        assert more == list(range(1, 11))
+        for ws in subs:
+            got = await receive(ws, 10)
+            assert [m["seq"] for m in got] == more, got
+            assert [m["data"]["k"] for m in got] == list(range(100, 110))
+            await ws.close()
+    asyncio.run(go())
+
+
+def test_killed_replica_clients_resume_elsewhere(gateway_factory, redis_factory):
+    r = redis_factory()
+    a, b, c = (gateway_factory(cluster_config(r.url)) for _ in range(3))
+
+    async def go():
+        on_b, sub_b = await subscribe(b.ws_url, "patient/5/ecg")
+        on_c, _ = await subscribe(c.ws_url, "patient/5/ecg")
+        await publish_many(a.ws_url, "patient/5/ecg", 10)
+        got_b = await receive(on_b, 10)
+        b.kill_tree()
+        await publish_many(a.ws_url, "patient/5/ecg", 10, start=10)
+        assert [m["seq"] for m in await receive(on_c, 20)] == list(range(1, 21))
+        again, sub = await subscribe(c.ws_url, "patient/5/ecg", since=got_b[-1]["seq"],
+                                     epoch=sub_b["epoch"])
+        assert sub["recovered"] is True
+        assert [m["seq"] for m in await receive(again, 10)] == list(range(11, 21))
+        await again.close()
+        await on_c.close()
+    asyncio.run(go())
+
+
+def test_concurrent_publishers_on_two_replicas_share_one_order(gateway_factory, redis_factory):
+    r = redis_factory()
+    a = gateway_factory(cluster_config(r.url))
+    b = gateway_factory(cluster_config(r.url))
+
+    async def go():
+        ws, _ = await subscribe(a.ws_url, "patient/6/ecg")
+        s1, s2 = await asyncio.gather(publish_many(a.ws_url, "patient/6/ecg", 150),
+                                      publish_many(b.ws_url, "patient/6/ecg", 150, start=1000))
+        assert sorted(s1 + s2) == list(range(1, 301))
+        got = await receive(ws, 300)
+        assert [m["seq"] for m in got] == list(range(1, 301))
+        await ws.close()
+    asyncio.run(go())
+
+
+def test_password_file_is_used_and_never_logged(gateway_factory, redis_factory, tmp_path):
+    r = redis_factory()
+    secret = "s3cret-" + os.urandom(4).hex()
+    r.cli("CONFIG", "SET", "requirepass", secret)
+    pw = tmp_path / "redis.pass"
+    pw.write_text(secret + "\n")
+    a = gateway_factory(cluster_config(r.url, broker_password_file=str(pw), log_level="debug"))
+
+    async def go():
+        ws, _ = await subscribe(a.ws_url, "patient/7/ecg")
+        assert await publish_many(a.ws_url, "patient/7/ecg", 3) == [1, 2, 3]
+        await receive(ws, 3)
+        await ws.close()
+    asyncio.run(go())
+    assert secret not in a.stderr()
