@@ -200,6 +200,17 @@ int streamlog_append(struct streamlog *sl, struct streamlog_stream *st, const vo
         return -E2BIG;
     uint32_t index = (uint32_t)(st - streamlog_stream_at(sl, 0));
     char *ring = streamlog_ring(sl, index);
+    /* The newest record, not last_seq, says what comes next: a writer that
+     * died after linking its record but before publishing last_seq must
+     * not make the next one reuse its seq. */
+    uint64_t next = atomic_load_explicit(&st->last_seq, memory_order_relaxed) + 1;
+    if (streamlog_held(sl, st, st->last_pos)) {
+        const struct streamlog_record *newest =
+            (const struct streamlog_record *)(ring + st->last_pos % sl->ring_bytes);
+        if (newest->seq + 1 > next)
+            next = newest->seq + 1;
+    }
+    uint64_t prev = streamlog_held(sl, st, st->last_pos) ? st->last_pos : STREAMLOG_NO_POS;
     uint64_t off = st->write_pos % sl->ring_bytes;
     if (sl->ring_bytes - off < size) {
         st->write_pos += sl->ring_bytes - off; /* records never wrap */
@@ -210,11 +221,11 @@ int streamlog_append(struct streamlog *sl, struct streamlog_stream *st, const vo
      * published record pointing at half-written bytes. */
     st->write_pos += size;
     struct streamlog_record *r = (struct streamlog_record *)(ring + off);
-    uint64_t next = atomic_load_explicit(&st->last_seq, memory_order_relaxed) + 1;
     r->seq = next;
     r->ts_ms = ts_ms;
     r->origin_ns = origin_ns;
-    r->prev_pos = streamlog_held(sl, st, st->last_pos) ? st->last_pos : STREAMLOG_NO_POS;
+    /* The previous record may just have been overwritten by this one. */
+    r->prev_pos = prev != STREAMLOG_NO_POS && streamlog_held(sl, st, prev) ? prev : STREAMLOG_NO_POS;
     r->len = len;
     r->size = (uint32_t)size;
     memcpy(r + 1, data, len);

@@ -178,11 +178,13 @@ static struct sendq_frame *hub_frame(const struct hub_stream *hs, const struct s
     return hub_frame_raw(hs, r->seq, r->ts_ms, streamlog_record_data(r), r->len);
 }
 
-/* Collect the records after `after` (at most history_size) and build their
- * frames; *gap_to > 0 when messages after `after` are no longer held.
- * Stream locked by the caller. Returns the count, or -ENOMEM. */
+/* Collect the records after `after` (at most `cap`: history_size for a
+ * replay, unbounded for live fan-out, which must never skip what the ring
+ * still holds) and build their frames; *gap_to > 0 when messages after
+ * `after` are no longer held. Stream locked by the caller. Returns the
+ * count, or -ENOMEM. */
 static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlog_stream *st,
-                        uint64_t after, struct hub_out **out, uint64_t *gap_to)
+                        uint64_t after, uint64_t cap, struct hub_out **out, uint64_t *gap_to)
 {
     struct streamlog *sl = segment_streams(w->seg);
     uint64_t last = atomic_load(&st->last_seq);
@@ -190,7 +192,6 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
     *gap_to = 0;
     if (last <= after)
         return 0;
-    uint64_t cap = (uint64_t)w->cfg.history_size;
     uint64_t want = last - after < cap ? last - after : cap;
     const struct streamlog_record **recs = malloc(want * sizeof(*recs));
     struct hub_out *o = malloc(want * sizeof(*o));
@@ -242,7 +243,7 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
     struct hub_out *out;
     uint64_t gap_to;
     uint64_t last = atomic_load(&st->last_seq);
-    long n = hub_collect(w, hs, st, hs->delivered_seq, &out, &gap_to);
+    long n = hub_collect(w, hs, st, hs->delivered_seq, UINT64_MAX, &out, &gap_to);
     streamlog_unlock(st);
     if (n < 0) {
         log_msg(LOG_ERROR, "error", "out of memory fanning out stream %s; will retry", hs->name);
@@ -318,8 +319,10 @@ int hub_publish(struct conn *c, const char *stream, size_t len, const char *data
     if (r < 0)
         return r;
     w->hub.wake_mask |= mask & ~(1ull << w->slot_index);
+    /* This worker's own subscribers get it now, before the next append
+     * of the same read could push it out of a small ring. */
     if (hs->nsubs)
-        w->hub.scan = 1;
+        hub_deliver(w, hs);
     return 0;
 }
 
@@ -418,7 +421,7 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
                                        memcmp(a->epoch, epoch, STREAMLOG_EPOCH_LEN) == 0);
         after = same_epoch ? a->since : 0;
         if (after < last) {
-            n = hub_collect(w, hs, st, after, &out, &gap_to);
+            n = hub_collect(w, hs, st, after, (uint64_t)w->cfg.history_size, &out, &gap_to);
             if (n < 0)
                 n = 0, gap_to = last; /* out of memory: say what was not replayed */
         }

@@ -309,7 +309,13 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
 void router_handle(struct conn *c, const char *msg, size_t len)
 {
     json_error_t err;
-    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &err);
+    /* NUL escapes are valid JSON (a publisher's data may hold "\u0000");
+     * integers beyond 64 bits are too, so a second pass reads them as
+     * reals rather than refusing the message (data is never re-encoded). */
+    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    if (!root && strstr(err.text, "too big"))
+        root = json_loadb(msg, len,
+                          JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err);
     if (!root) {
         char why[200];
         snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err.text, err.line,
@@ -324,7 +330,7 @@ void router_handle(struct conn *c, const char *msg, size_t len)
     }
     json_t *id = json_object_get(root, "id");
     json_t *type = json_object_get(root, "type");
-    if (!json_is_string(type)) {
+    if (!json_is_string(type) || strlen(json_string_value(type)) != json_string_length(type)) {
         router_error(c, id, "bad_request", "missing or non-string field \"type\"");
     } else {
         const char *t = json_string_value(type);

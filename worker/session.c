@@ -174,7 +174,13 @@ static void session_after_io(struct conn *c)
     if (!wslay_event_get_close_sent(ws))
         return;
     if (wslay_event_get_close_received(ws)) {
-        /* Both closes exchanged: the handshake is complete. */
+        /* Both closes exchanged: the handshake is complete. Nothing may
+         * follow our close frame (RFC 6455 §5.5.1): leaving CONN_WS stops
+         * replies and stream fan-out to this connection. */
+        if (c->state == CONN_WS) {
+            c->state = CONN_CLOSING;
+            c->closing_since_ns = clock_now_ns();
+        }
         conn_close_after_flush(c, c->close_wait || c->reason == DISCONNECT_PROTOCOL_ERROR
                                       ? c->reason
                                       : DISCONNECT_CLIENT_CLOSE);

@@ -123,6 +123,7 @@ class Client:
         self.eof = False
         self.close_code = None
         self._ids = 0
+        self.received = 0  # frames read so far (consumed or not)
         self.reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -139,6 +140,7 @@ class Client:
     async def _read(self):
         try:
             async for raw in self.ws:
+                self.received += 1
                 self.inbox.put_nowait(Frame(raw))
         except websockets.ConnectionClosed:
             pass
@@ -426,3 +428,88 @@ class RawWS:
 
     def close(self):
         self.sock.close()
+
+
+class RawPublisher:
+    """A fast asyncio publisher on a plain socket: frames are built in bulk
+    (mask key 0, which RFC 6455 allows) and written many per write, so the
+    gateway sees long bursts of requests and handles them in one read.
+    Replies are parsed by a reader task: acks into `acks` ({id: seq}),
+    errors into `errors`, everything else (replies, messages, gaps) into
+    `frames`, in arrival order."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.acks, self.errors, self.frames = {}, [], []
+        self.max_seq = 0
+        self.task = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def connect(cls, gw, timeout=10):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", gw.port),
+                                                timeout * SLOW)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout * SLOW)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        c = cls(reader, writer)
+        c.gw = gw
+        c.local_port = writer.get_extra_info("sockname")[1]
+        return c
+
+    @staticmethod
+    def frame(text):
+        payload = text.encode()
+        n = len(payload)
+        if n < 126:
+            hdr = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            hdr = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            hdr = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        return hdr + b"\0\0\0\0" + payload
+
+    async def send_texts(self, texts):
+        self.writer.write(b"".join(self.frame(t) for t in texts))
+        await self.writer.drain()
+
+    async def _read(self):
+        try:
+            while True:
+                b0, b1 = await self.reader.readexactly(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", await self.reader.readexactly(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+                payload = await self.reader.readexactly(n)
+                if b0 & 0x0F != 1:
+                    continue  # ping (the server's heartbeat) or close
+                f = Frame(payload.decode())
+                if f.get("type") == "ack":
+                    self.acks[f["id"]] = f["seq"]
+                    self.max_seq = max(self.max_seq, f["seq"])
+                elif f.get("type") == "error":
+                    self.errors.append(f)
+                else:
+                    self.frames.append(f)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    async def wait_for(self, pred, what, timeout=10):
+        deadline = time.monotonic() + timeout * SLOW
+        while not pred():
+            assert not self.errors, self.errors[:3]
+            if self.task.done() or time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last frames {self.frames[-3:]}")
+            await asyncio.sleep(0.005)
+
+    async def close(self):
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5 * SLOW)
+        except (asyncio.TimeoutError, OSError):
+            pass
+        self.task.cancel()
