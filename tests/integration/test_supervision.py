@@ -183,6 +183,45 @@ def test_crash_loop_backs_off_and_reports_degraded(gateway_factory):
     close_all(clients)
 
 
+def test_fault_switch_crash_loop_backs_off_and_keeps_serving(gateway_factory):
+    """The test-only fault switch (fault_injection builds) makes worker 1 die
+    50 ms after every start: the master backs off (growing delays), health
+    says degraded with the reason while /health stays 200, and while slot 1
+    waits its socket is out of the port group, so every new client is served
+    by worker 0 instead of hanging."""
+    gw = gateway_factory({"workers": 2, "heartbeat_interval": 600}, start=False)
+    gw.start(wait=False, env={"WSGATE_FAULT_CRASH_SLOT": "1", "WSGATE_FAULT_CRASH_AFTER_MS": "50"})
+    backoffs = []
+    deadline = time.monotonic() + 15 * SLOW
+    doc = None
+    while time.monotonic() < deadline and len(set(backoffs)) < 3:
+        try:
+            status, body = gw.http("/health/detailed", port=gw.metrics_port)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        doc = json.loads(body)
+        w1 = workers_by_slot(doc).get(1)
+        if w1 and w1.get("backoff_until"):
+            assert status == 503 and "crash loop" in doc["reason"], doc
+            backoffs.append(w1["backoff_until"])
+        time.sleep(0.05)
+    assert len(set(backoffs)) >= 3, f"backoff never grew: {backoffs} {doc}"
+    assert gw.http("/health")[0] == 200
+    restarts = metric(gw.metrics(port=gw.metrics_port), "websocket_worker_restarts_total")
+    assert restarts >= 3
+    # New clients never hang on the backed-off slot's queue.
+    clients = open_many(gw.port, 20)
+    try:
+        for i, c in enumerate(clients):
+            c.ping(i)
+    finally:
+        close_all(clients)
+    assert any(l.get("event") == "worker_exit" and "crash loop" in l.get("action", "")
+               for l in gw.logs())
+    assert gw.stop() == 0
+
+
 # -- reload ----------------------------------------------------------------
 
 def test_sighup_applies_live_settings_without_closing(gateway_factory):
