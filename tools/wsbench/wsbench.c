@@ -130,6 +130,8 @@ typedef struct bench_opts {
     enum bench_scenario scenario;
     char host[INET6_ADDRSTRLEN];
     int port;
+    int sub_ports[16];    /* --sub-ports: subscribers spread over these (cluster runs) */
+    int nsub_ports;
     double duration_s;
     double warmup_s;
     long connections;  /* ping, idle */
@@ -217,6 +219,7 @@ static struct bench {
     bench_opts opt;
     uv_loop_t *loop;
     struct sockaddr_storage addr;
+    struct sockaddr_storage sub_addr[16]; /* bench.addr with each --sub-ports port */
     char host_header[INET6_ADDRSTRLEN + 16];
 
     bench_client *clients;
@@ -1509,7 +1512,12 @@ static void client_start(bench_client *c)
     c->state = CS_CONNECTING;
     c->in_flight = true;
     bench.inflight++;
-    r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&bench.addr, client_on_connect);
+    /* Cluster runs: publishers on --port, subscribers round-robin over
+     * --sub-ports (other replicas). */
+    const struct sockaddr_storage *to = &bench.addr;
+    if (c->role == ROLE_SUB && bench.opt.nsub_ports)
+        to = &bench.sub_addr[c->index % (uint32_t)bench.opt.nsub_ports];
+    r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)to, client_on_connect);
     if (r < 0)
         client_fail(c, "connect: %s", uv_err_name(r));
 }
@@ -2023,6 +2031,8 @@ static void usage(FILE *f)
             "options:\n"
             "  --host ADDR        server address, loopback only (default 127.0.0.1)\n"
             "  --port PORT        (default 8003)\n"
+            "  --sub-ports P,Q    subscribers connect round-robin to these ports (fanout, ward:\n"
+            "                     other replicas of a cluster); publishers stay on --port\n"
             "  --duration SEC     measurement window (default 10)\n"
             "  --warmup SEC       traffic before the window, not counted (default 1)\n"
             "  --connections N    ping: connections (default 1); idle: (default 10000)\n"
@@ -2105,11 +2115,12 @@ static int bench_parse_args(int argc, char **argv)
     o->connections = o->streams = o->subscribers = -1;
     o->rate = -1;
 
-    enum { OPT_HOST = 256, OPT_PORT, OPT_DURATION, OPT_CONNECTIONS, OPT_STREAMS, OPT_SUBSCRIBERS, OPT_RATE,
+    enum { OPT_HOST = 256, OPT_PORT, OPT_SUB_PORTS, OPT_DURATION, OPT_CONNECTIONS, OPT_STREAMS, OPT_SUBSCRIBERS, OPT_RATE,
            OPT_PID, OPT_WARMUP, OPT_JSON_ONLY, OPT_HELP };
     static const struct option longopts[] = {
         { "host", required_argument, NULL, OPT_HOST },
         { "port", required_argument, NULL, OPT_PORT },
+        { "sub-ports", required_argument, NULL, OPT_SUB_PORTS },
         { "duration", required_argument, NULL, OPT_DURATION },
         { "connections", required_argument, NULL, OPT_CONNECTIONS },
         { "streams", required_argument, NULL, OPT_STREAMS },
@@ -2138,6 +2149,19 @@ static int bench_parse_args(int argc, char **argv)
                 bad = "--port (1..65535)";
             o->port = (int)port;
             break;
+        case OPT_SUB_PORTS: {
+            char *list = optarg, *tok, *save = NULL;
+            o->nsub_ports = 0;
+            while ((tok = strtok_r(list, ",", &save)) != NULL && o->nsub_ports < 16) {
+                list = NULL;
+                if (!bench_parse_long(tok, 1, 65535, &port)) {
+                    bad = "--sub-ports (comma-separated ports)";
+                    break;
+                }
+                o->sub_ports[o->nsub_ports++] = (int)port;
+            }
+            break;
+        }
         case OPT_DURATION:
             if (!bench_parse_double(optarg, 0.001, 86400 * 7, &o->duration_s))
                 bad = "--duration (seconds > 0)";
@@ -2200,6 +2224,14 @@ static int bench_parse_args(int argc, char **argv)
     if (!bench_resolve_host(o->host, o->port, why, sizeof why)) {
         fprintf(stderr, "wsbench: %s\n", why);
         return 2;
+    }
+    for (int k = 0; k < o->nsub_ports; k++) {
+        bench.sub_addr[k] = bench.addr;
+        struct sockaddr *sa = (struct sockaddr *)&bench.sub_addr[k];
+        if (sa->sa_family == AF_INET)
+            ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)o->sub_ports[k]);
+        else
+            ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)o->sub_ports[k]);
     }
     if (o->pid) {
         char path[64];
