@@ -419,6 +419,23 @@ static int broker_send(struct broker *br, struct broker_req *req, int argc, cons
     return 0;
 }
 
+/* Allocate, send and track one request; every failure is answered
+ * through the callback like any other, so callers have one path. */
+static void broker_request(struct worker *w, int b, enum broker_req_kind kind, void *cb, void *arg,
+                           int argc, const char **argv, const size_t *lens)
+{
+    struct broker_req *req = broker_req_new(w, kind, cb, arg);
+    if (!req) {
+        struct broker_req unsent = {.kind = kind, .cb = cb, .arg = arg};
+        broker_req_fail(w, &unsent, -ENOMEM);
+        return;
+    }
+    if (broker_send(broker_set(w)->b[b], req, argc, argv, lens) < 0) {
+        broker_req_fail(w, req, -EAGAIN);
+        broker_req_free(req);
+    }
+}
+
 static void broker_answer(struct worker *w, struct broker *br, struct broker_req *req,
                           redisReply *reply)
 {
@@ -546,11 +563,6 @@ void broker_publish(struct worker *w, int b, const char *stream, size_t len, con
                     size_t dlen, int64_t ts_ms, broker_publish_cb cb, void *arg)
 {
     struct broker_set *set = broker_set(w);
-    struct broker_req *req = broker_req_new(w, BROKER_REQ_PUBLISH, (void *)cb, arg);
-    if (!req) {
-        cb(arg, -ENOMEM, 0, NULL);
-        return;
-    }
     char seqk[STREAMLOG_NAME_MAX + 32], epochk[STREAMLOG_NAME_MAX + 32],
         logk[STREAMLOG_NAME_MAX + 32], channel[STREAMLOG_NAME_MAX + 32], ts[24], maxlen[24],
         epoch[STREAMLOG_EPOCH_LEN + 1];
@@ -566,21 +578,12 @@ void broker_publish(struct worker *w, int b, const char *stream, size_t len, con
     size_t lens[] = {7,          strlen(set->sha), 1,          strlen(seqk),
                      strlen(epochk), strlen(logk), strlen(ts), dlen,
                      strlen(maxlen), strlen(epoch), strlen(channel)};
-    if (broker_send(set->b[b], req, 11, argv, lens) < 0) {
-        broker_req_fail(w, req, -EAGAIN);
-        broker_req_free(req);
-    }
+    broker_request(w, b, BROKER_REQ_PUBLISH, (void *)cb, arg, 11, argv, lens);
 }
 
 void broker_head(struct worker *w, int b, const char *stream, size_t len, broker_head_cb cb,
                  void *arg)
 {
-    struct broker_set *set = broker_set(w);
-    struct broker_req *req = broker_req_new(w, BROKER_REQ_HEAD, (void *)cb, arg);
-    if (!req) {
-        cb(arg, -ENOMEM, 0, NULL);
-        return;
-    }
     char seqk[STREAMLOG_NAME_MAX + 32], epochk[STREAMLOG_NAME_MAX + 32];
     broker_key(seqk, sizeof(seqk), stream, len, ":seq");
     broker_key(epochk, sizeof(epochk), stream, len, ":epoch");
@@ -594,21 +597,12 @@ void broker_head(struct worker *w, int b, const char *stream, size_t len, broker
     streamlog_new_epoch(epoch);
     const char *argv[] = {"EVAL", script, "2", seqk, epochk, epoch};
     size_t lens[] = {4, sizeof(script) - 1, 1, strlen(seqk), strlen(epochk), strlen(epoch)};
-    if (broker_send(set->b[b], req, 6, argv, lens) < 0) {
-        broker_req_fail(w, req, -EAGAIN);
-        broker_req_free(req);
-    }
+    broker_request(w, b, BROKER_REQ_HEAD, (void *)cb, arg, 6, argv, lens);
 }
 
 void broker_range(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
                   uint64_t to, size_t max, broker_range_cb cb, void *arg)
 {
-    struct broker_set *set = broker_set(w);
-    struct broker_req *req = broker_req_new(w, BROKER_REQ_RANGE, (void *)cb, arg);
-    if (!req) {
-        cb(arg, -ENOMEM, NULL, 0);
-        return;
-    }
     char logk[STREAMLOG_NAME_MAX + 32], start[32], end[32], count[24];
     broker_key(logk, sizeof(logk), stream, len, ":log");
     snprintf(start, sizeof(start), "%llu-0", (unsigned long long)from);
@@ -619,10 +613,7 @@ void broker_range(struct worker *w, int b, const char *stream, size_t len, uint6
     snprintf(count, sizeof(count), "%zu", max);
     const char *argv[] = {"XRANGE", logk, start, end, "COUNT", count};
     size_t lens[] = {6, strlen(logk), strlen(start), strlen(end), 5, strlen(count)};
-    if (broker_send(set->b[b], req, 6, argv, lens) < 0) {
-        broker_req_fail(w, req, -EAGAIN);
-        broker_req_free(req);
-    }
+    broker_request(w, b, BROKER_REQ_RANGE, (void *)cb, arg, 6, argv, lens);
 }
 
 /* Every reply on the pub/sub connection: subscribe confirmations and

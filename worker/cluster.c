@@ -506,13 +506,7 @@ int cluster_unlink_sub(struct worker *w, struct hub_sub *sub)
         return 0;
     /* Waiting for its replay: leave the stream's list now, and let the
      * replay callback free it. */
-    if (sub->stream_prev)
-        sub->stream_prev->stream_next = sub->stream_next;
-    else
-        hs->subs = sub->stream_next;
-    if (sub->stream_next)
-        sub->stream_next->stream_prev = sub->stream_prev;
-    hs->nsubs--;
+    hub_unlink_stream(hs, sub);
     cluster_unlink_conn(sub);
     if (hs->nsubs == 0)
         cluster_stream_unused(w, hs);

@@ -24,6 +24,16 @@ void conn_id_string(const struct conn *c, char *out, size_t len)
     snprintf(out, len, "%d-%llu", c->w->slot_index, (unsigned long long)c->id);
 }
 
+void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level level,
+                    const char *event)
+{
+    char id[32];
+    conn_id_string(c, id, sizeof(id));
+    log_begin(l, level, event);
+    log_str(l, "conn", id);
+    log_str(l, "remote", c->remote);
+}
+
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     /* Every read is consumed before the callback returns (wslay copies
@@ -91,12 +101,8 @@ int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns)
 
 static void conn_log_disconnect(struct conn *c, enum segment_disconnect_reason reason, int code)
 {
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_INFO, "disconnect");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_INFO, "disconnect");
     log_str(&l, "reason", segment_disconnect_reason_name(reason));
     log_int(&l, "code", code);
     log_double(&l, "duration_s", (double)(clock_now_ns() - c->upgraded_ns) / 1e9);
@@ -168,12 +174,8 @@ void conn_io_failed(struct conn *c, int status)
      * own way, not an error. */
     enum segment_disconnect_reason reason = c->state == CONN_CLOSING ? c->reason : DISCONNECT_ERROR;
     if (reason == DISCONNECT_ERROR && status != UV_ECONNRESET && status != UV_EPIPE) {
-        char id[32];
-        conn_id_string(c, id, sizeof(id));
         struct log_line l;
-        log_begin(&l, LOG_WARN, "error");
-        log_str(&l, "conn", id);
-        log_str(&l, "remote", c->remote);
+        conn_log_begin(&l, c, LOG_WARN, "error");
         log_str(&l, "error", uv_strerror(status));
         log_str(&l, "message", "socket error; the client will have to reconnect");
         log_end(&l);

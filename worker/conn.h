@@ -9,6 +9,7 @@
 #ifndef WSGATE_CONN_H
 #define WSGATE_CONN_H
 
+#include "log-t.h"
 #include "worker-t.h"
 
 /* Accept one pending connection from the worker's listener. */
@@ -41,5 +42,8 @@ void conn_sweep(struct worker *w, uint64_t now_ns);
 
 /* "<worker>-<n>", the id used in logs. */
 void conn_id_string(const struct conn *c, char *out, size_t len);
+/* Start a log line about this connection: its id and remote address. */
+void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level level,
+                    const char *event);
 
 #endif

@@ -41,12 +41,8 @@ static void handshake_refuse(struct conn *c, int status, enum segment_connection
     int head_only = c->req && c->req->method == HTTP_METHOD_HEAD_KIND;
     handshake_respond(c, status, "application/json", extra, body, (size_t)n, head_only);
 
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_WARN, "error");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_WARN, "error");
     log_str(&l, "error_type", segment_connection_error_name(type));
     log_int(&l, "status", status);
     log_str(&l, "message", why);
@@ -62,12 +58,8 @@ void handshake_timed_out(struct conn *c)
 
 static void handshake_log_connect(struct conn *c)
 {
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_INFO, "connect");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_INFO, "connect");
     if (c->subprotocol)
         log_str(&l, "subprotocol", "vitalstream.v1");
     log_end(&l);

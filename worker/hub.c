@@ -445,11 +445,8 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     return 0;
 }
 
-void hub_unlink(struct worker *w, struct hub_sub *sub)
+void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub)
 {
-    struct hub_stream *hs = sub->hs;
-    if (broker_enabled(w) && cluster_unlink_sub(w, sub))
-        return;
     if (sub->stream_prev)
         sub->stream_prev->stream_next = sub->stream_next;
     else
@@ -457,6 +454,14 @@ void hub_unlink(struct worker *w, struct hub_sub *sub)
     if (sub->stream_next)
         sub->stream_next->stream_prev = sub->stream_prev;
     hs->nsubs--;
+}
+
+void hub_unlink(struct worker *w, struct hub_sub *sub)
+{
+    struct hub_stream *hs = sub->hs;
+    if (broker_enabled(w) && cluster_unlink_sub(w, sub))
+        return;
+    hub_unlink_stream(hs, sub);
     hs->last_used_ns = clock_now_ns();
     if (hs->nsubs == 0 && broker_enabled(w))
         cluster_stream_unused(w, hs);

@@ -66,6 +66,7 @@ void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char
 struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);
 void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub);
 void hub_link_conn(struct conn *c, struct hub_sub *sub);
+void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub);
 void hub_unlink(struct worker *w, struct hub_sub *sub);
 
 

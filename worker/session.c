@@ -313,12 +313,8 @@ void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
 
 void session_close_slow_consumer(struct conn *c)
 {
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_WARN, "error");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_WARN, "error");
     log_int(&l, "unsent_bytes", (int64_t)c->out.bytes);
     log_str(&l, "message", "client is not reading fast enough (max_send_buffer); closing 1013, "
                            "it should reconnect and resume with since");
