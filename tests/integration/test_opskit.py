@@ -2,11 +2,14 @@
 and the Prometheus alert rules in etc/, checked offline against their
 schemas and tools, against the gateway's own config and the runbook
 (../shared/RUNBOOK.md), and end to end against the real gateway through a
-real Prometheus.
+real Prometheus. The cluster broker's panels and alerts (issue 8) are
+checked against a gateway in cluster mode, connected to a real redis-server
+on loopback that the tests start.
 
 Needs: node + npm (tools/k8s-validate, installed here with `npm ci` when
 missing), kubectl (only its offline `kustomize`), promtool and
-/usr/bin/prometheus (Debian package prometheus), objdump and dpkg.
+/usr/bin/prometheus (Debian package prometheus), redis-server and
+redis-cli, objdump and dpkg.
 """
 import asyncio
 import json
@@ -44,6 +47,8 @@ SYNC_CONFIGMAP = os.path.join(VALIDATOR_DIR, "sync-configmap.py")
 RUNBOOK = os.path.normpath(os.path.join(ROOT, "..", "shared", "RUNBOOK.md"))
 PYTHON = "/usr/bin/python3"
 PROMETHEUS = "/usr/bin/prometheus"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 RUNBOOK_URL = "https://runbooks.vitalstream.com/websocket-connection-issues"
 
@@ -56,13 +61,27 @@ REQUIRED_ALERTS = {
     "WebSocketWorkerCrashLoop": "worker crash loop",
     "WebSocketNearMaxConnections": "near max_connections",
     "WebSocketConfigReloadFailed": "config reload failed",
+    # Issue 8 (cluster mode).
+    "WebSocketBrokerDown": "a cluster broker unreachable",
+    "WebSocketBrokerErrors": "broker timeouts and refused commands",
+    "WebSocketBrokerLatencyHigh": "broker round trips slow",
 }
 # Panels issue 6 asks for, by title.
 REQUIRED_PANELS = [
     "Active WebSocket Connections", "Connection/Disconnection Rates", "Message Latency",
     "Connection Errors by Type", "Workers by State", "Worker Restarts", "Config Reloads",
-    "Messages per Second", "Bytes per Second", "CPU", "Memory",
+    "Messages per Second", "Bytes per Second", "CPU", "Memory", "Config Generation",
 ]
+# Issue 8: the cluster broker's panels, in a row of their own.
+BROKER_ROW = "Cluster broker"
+BROKER_PANELS = {
+    "Broker Up": "websocket_broker_up",
+    "Broker Publish Latency": "websocket_broker_latency_seconds_bucket",
+    "Broker Errors by Type": "websocket_broker_errors_total",
+    "Broker Pool Connections": "websocket_broker_pool_connections",
+}
+# Series that exist only in cluster mode (`broker` set).
+BROKER_METRIC = re.compile(r"websocket_broker_\w+")
 # Series that come from somewhere else than the gateway's /metrics:
 # cAdvisor (through the kubelet) for the container_* ones, Prometheus itself
 # for `up`. Their queries may legitimately return nothing here.
@@ -196,11 +215,22 @@ def dashboard():
         return json.load(f)
 
 
+def dashboard_panels(d=None):
+    """Every panel but the rows, those inside a collapsed row included."""
+    out = []
+    for p in (d or dashboard())["panels"]:
+        if p["type"] == "row":
+            out += p.get("panels", [])
+        else:
+            out.append(p)
+    return out
+
+
 def dashboard_queries():
     """[(where, expr)] for every panel target and annotation, as written."""
     d = dashboard()
     out = []
-    for p in d["panels"]:
+    for p in dashboard_panels(d):
         for t in p.get("targets", []):
             out.append((f"panel {p['title']!r} {t['refId']}", t["expr"]))
     for a in d["annotations"]["list"]:
@@ -665,14 +695,24 @@ def test_dashboard_structure():
     assert env["definition"] == "label_values(websocket_connections_active, environment)"
     assert env["query"]["query"] == env["definition"]
     assert env["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-    titles = [p["title"] for p in d["panels"]]
-    for t in REQUIRED_PANELS:
+    panels = dashboard_panels(d)
+    titles = [p["title"] for p in panels]
+    for t in REQUIRED_PANELS + list(BROKER_PANELS):
         assert t in titles, f"panel {t!r} missing"
     assert len(set(titles)) == len(titles)
-    assert len({p["id"] for p in d["panels"]}) == len(d["panels"])
+    everything = d["panels"] + [p for r in d["panels"] if r["type"] == "row"
+                                for p in r.get("panels", [])]
+    assert len({p["id"] for p in everything}) == len(everything)
     anchors = runbook_anchors()
     cells = set()
-    for p in d["panels"]:
+    for r in d["panels"]:
+        if r["type"] == "row":
+            g = r["gridPos"]
+            assert g["x"] == 0 and g["w"] == 24 and g["h"] == 1, r["title"]
+            for x in range(24):
+                assert (x, g["y"]) not in cells, f"row {r['title']} overlaps a panel"
+                cells.add((x, g["y"]))
+    for p in panels:
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         links = re.findall(r"\((https://[^)]+)\)", p["description"])
         assert links, f"{p['title']}: no runbook link"
@@ -687,15 +727,101 @@ def test_dashboard_structure():
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']} overlaps another panel"
                 cells.add((x, y))
-    latency = [p for p in d["panels"] if p["title"] == "Message Latency"][0]
-    assert [t["expr"].split(",")[0] for t in latency["targets"]] == [
-        "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
-    cpu = [p for p in d["panels"] if p["title"] == "CPU"][0]
+    by_title = {p["title"]: p for p in panels}
+    for title in ("Message Latency", "Broker Publish Latency"):
+        assert [t["expr"].split(",")[0] for t in by_title[title]["targets"]] == [
+            "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"], title
+    # The broker panels sit under their row (below it, above the next row),
+    # query their metric per broker, and say that they need cluster mode.
+    (row,) = [r for r in d["panels"] if r["type"] == "row" and r["title"] == BROKER_ROW]
+    below = [r["gridPos"]["y"] for r in d["panels"]
+             if r["type"] == "row" and r["gridPos"]["y"] > row["gridPos"]["y"]]
+    inside = {q["title"] for q in row.get("panels", [])}
+    for title, metric in BROKER_PANELS.items():
+        p = by_title[title]
+        if row.get("collapsed"):
+            assert title in inside, title
+        else:
+            assert row["gridPos"]["y"] < p["gridPos"]["y"] < min(below, default=10**6), title
+        for t in p["targets"]:
+            assert metric in t["expr"] and "broker" in promql_parse(t["expr"])[1], (title, t["expr"])
+            assert "{{broker}}" in t["legendFormat"], (title, t["legendFormat"])
+        assert "cluster mode" in p["description"].lower(), title
+    up = by_title["Broker Up"]
+    assert up["targets"][0]["expr"].startswith("min by (broker) (websocket_broker_up{"), \
+        "down on any replica shows as down"
+    errors = by_title["Broker Errors by Type"]
+    assert "error_type" in promql_parse(errors["targets"][0]["expr"])[1]
+    pool = by_title["Broker Pool Connections"]
+    assert "state" in promql_parse(pool["targets"][0]["expr"])[1]
+    cpu = by_title["CPU"]
     assert any(t["expr"].startswith(
         'rate(container_cpu_usage_seconds_total{pod=~"websocket.*",environment="$environment"}[5m])')
         for t in cpu["targets"]), "the runbook's CPU query form"
-    assert any("websocket_config_reloads_total" in a.get("expr", "")
+    assert any("websocket_config_generation" in a.get("expr", "")
                for a in d["annotations"]["list"]), "config generation annotation"
+    assert any("websocket_config_generation" in t["expr"]
+               for t in by_title["Config Generation"]["targets"]), "config generation stat"
+
+
+# ======================================================== cluster broker ===
+
+class Redis:
+    """A real redis-server on a free loopback port, without persistence (as
+    tests/integration/test_cluster.py starts it)."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.proc = None
+
+    def start(self):
+        assert os.path.exists(REDIS_SERVER), "redis-server not installed (Debian package redis-server)"
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline:
+            assert self.proc.poll() is None, f"redis-server exited with {self.proc.returncode}"
+            try:
+                out = subprocess.run([REDIS_CLI, "-p", str(self.port), "ping"],
+                                     capture_output=True, text=True, timeout=2)
+                if out.stdout.strip() == "PONG":
+                    return self
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def label(self):
+        """The gateway's `broker` label for it: host:port/db."""
+        return f"127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis(tmp_path):
+    d = tmp_path / "redis"
+    d.mkdir()
+    r = Redis(d)
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+def uses_broker_series(expr):
+    return any(BROKER_METRIC.fullmatch(m) for m, _ in promql_parse(expr)[0])
 
 
 # ========================================================= names & labels ===
@@ -747,11 +873,13 @@ def check_query_against_inventory(where, expr, names, labels, values):
     return problems
 
 
-def test_every_metric_and_label_used_exists_in_live_metrics(gateway_factory):
+def test_every_metric_and_label_used_exists_in_live_metrics(gateway_factory, redis):
+    """Against a gateway in cluster mode, so that the broker series exist."""
     shipped = load_config(os.path.join(ETC, "websocket.yaml"))
     gw = gateway_factory(config={"environment": "production",
                                  "max_streams": shipped["max_streams"],
-                                 "stream_memory": shipped["stream_memory"]})
+                                 "stream_memory": shipped["stream_memory"],
+                                 "broker": [redis.url]})
     # Its segment, with the shipped stream settings, fits the pod's /dev/shm.
     dep = load_yaml(os.path.join(BASE, "deployment.yaml"))
     (shm_volume,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm"]
@@ -769,11 +897,17 @@ def test_every_metric_and_label_used_exists_in_live_metrics(gateway_factory):
             problems += check_query_against_inventory(where, expr, names, labels, values)
             used |= {m for m, _ in promql_parse(expr)[0]}
         assert not problems, f"port {port}:\n" + "\n".join(problems)
+        # One broker, labelled host:port/db (what the broker panels' legends show).
+        for name in {m for m in names if BROKER_METRIC.fullmatch(m)}:
+            assert values[(name, "broker")] == {redis.label}, (name, values[(name, "broker")])
     # The only names from elsewhere are the ones listed, and they are used.
     external = used - names
     assert external <= set(EXTERNAL_METRICS), external
+    assert {m for m in used if BROKER_METRIC.fullmatch(m)} == {
+        "websocket_broker_up", "websocket_broker_latency_seconds_bucket",
+        "websocket_broker_errors_total", "websocket_broker_pool_connections"}, used
     # The legends name labels that the query keeps.
-    for p in dashboard()["panels"]:
+    for p in dashboard_panels():
         for t in p["targets"]:
             for label in re.findall(r"\{\{(\w+)\}\}", t.get("legendFormat", "")):
                 _, grouping = promql_parse(t["expr"])
@@ -785,6 +919,23 @@ def test_every_metric_and_label_used_exists_in_live_metrics(gateway_factory):
                     if any(m in EXTERNAL_METRICS for m in metrics):
                         kept |= {"container"}
                 assert label in kept, f"{p['title']}: legend {{{{{label}}}}} not in {t['expr']}"
+
+
+def test_single_replica_mode_serves_every_query_but_the_broker_ones(gateway_factory):
+    """broker "none" (the default): no broker series at all, not even their
+    HELP and TYPE lines, so the broker panels are empty and the broker
+    alerts silent; every other query still finds its names and labels."""
+    gw = gateway_factory(config={"environment": "production"})
+    for port in (gw.metrics_port, gw.port):
+        status, text = gw.http("/metrics", port=port)
+        assert status == 200
+        assert not BROKER_METRIC.search(text), f"port {port}: broker series without a broker"
+        names, labels, values = live_inventory(text)
+        problems = []
+        for where, expr in all_queries():
+            if not uses_broker_series(expr):
+                problems += check_query_against_inventory(where, expr, names, labels, values)
+        assert not problems, f"port {port}:\n" + "\n".join(problems)
 
 
 def test_promql_parser_finds_names_and_labels():
@@ -1025,9 +1176,13 @@ class Traffic(threading.Thread):
         await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
 
 
-def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gateway_factory, tmp_path):
+def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gateway_factory, redis,
+                                                                          tmp_path):
+    """The gateway runs in cluster mode (a real redis-server on loopback), so
+    that the broker panels and alerts have their series: the traffic's
+    publishes are broker round trips."""
     gw = gateway_factory(config={"environment": "production", "workers": 2, "max_connections": 12,
-                                 "max_message_size": 4096}, start=False)
+                                 "max_message_size": 4096, "broker": [redis.url]}, start=False)
     prom = Prometheus(tmp_path, f"127.0.0.1:{gw.metrics_port}")
     prom.start()
     traffic = None
@@ -1084,10 +1239,36 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
             problems.append("the stream is not in websocket_streams_active")
         if not (prom.value('sum(websocket_messages_sent_total{environment="production"})') or 0) >= 20:
             problems.append("the deliveries are not in websocket_messages_sent_total")
-        # The dashboard's generation stat: success reloads = generation - 1.
+        # The dashboard's generation stat: the replica's generation, which is
+        # its successful reloads + 1 (one good reload in the traffic, one bad).
         gen = gw.detailed(port=gw.metrics_port)["config_generation"]
-        if prom.value('sum(websocket_config_reloads_total{result="success"})') != gen - 1:
-            problems.append(f"config_generation {gen} is not successful reloads + 1")
+        scraped = prom.value('max by (pod) (websocket_config_generation{environment="production"})')
+        success = prom.value('sum(websocket_config_reloads_total{result="success"})')
+        if not (scraped == gen == success + 1 == 2):
+            problems.append(f"config generation: scraped {scraped}, /health/detailed {gen}, "
+                            f"successful reloads {success}")
+        # The broker panels: connected, the publishes' round trips counted
+        # (one per publish) and fast, no refused request, a command
+        # connection per worker at least.
+        if prom.value('min by (broker) (websocket_broker_up{environment="production"})') != 1:
+            problems.append("websocket_broker_up is not 1 with Redis running")
+        res = prom.query('websocket_broker_up{environment="production"}')["data"]["result"]
+        if [r["metric"].get("broker") for r in res] != [redis.label]:
+            problems.append(f"broker label: {[r['metric'] for r in res]}")
+        count = prom.value('sum(websocket_broker_latency_seconds_count{environment="production"})')
+        if not (count or 0) >= 20:
+            problems.append(f"broker round trips counted: {count}")
+        p99 = prom.value('histogram_quantile(0.99, sum by (le) (rate('
+                         'websocket_broker_latency_seconds_bucket{environment="production"}[5m])))')
+        if p99 is None or not 0 < p99 < 0.05:
+            problems.append(f"broker p99 round trip {p99}: not below the 50 ms alert threshold")
+        refused = prom.value('sum(websocket_broker_errors_total{environment="production",'
+                             'error_type=~"timeout|command"})')
+        if refused != 0:
+            problems.append(f"broker timeouts and refused commands: {refused}")
+        pooled = prom.value('sum(websocket_broker_pool_connections{environment="production"})')
+        if not (pooled or 0) >= gw.config["workers"]:
+            problems.append(f"broker pool connections: {pooled}")
 
         # Every rule evaluates without error; the ones this traffic should
         # trip are pending or firing, the others silent.
@@ -1113,6 +1294,20 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
         traffic.release.set()
         traffic.join(15 * SLOW)
         assert not traffic.is_alive()
+        # Redis goes away: the broker panel shows it down, WebSocketBrokerDown
+        # starts (pending: its `for` is 1m); the replica itself still serves.
+        redis.stop()
+        try:
+            wait_for(lambda: ("WebSocketBrokerDown", "pending") in prom.alerts(), 10, 0.2,
+                     "the broker-down alert")
+        except AssertionError as e:
+            problems.append(str(e))
+        if prom.value('min by (broker) (websocket_broker_up{environment="production"})') != 0:
+            problems.append("the broker panel does not show Redis down")
+        if gw.detailed(port=gw.metrics_port)["status"] != "degraded":
+            problems.append("/health/detailed is not degraded without Redis")
+        if gw.http("/health")[0] != 200:
+            problems.append("/health is not 200 without Redis: the pods would leave the service")
         # The replica goes away: the service-down alerts start.
         gw.stop()
         down = {("WebSocketServiceDown", "pending"), ("WebSocketInstanceDown", "pending")}
