@@ -1,0 +1,137 @@
+/*
+ * fuzz_router — libFuzzer target for the JSON application protocol
+ * (worker/router.c): the input is one text message from a client.
+ *
+ * A fake worker and a WebSocket connection on a socketpair (fuzz_harness)
+ * take router_handle's replies through the real send path (sendq, the
+ * hub's fan-out, conn_flush_dirty); the harness reads them back from the
+ * other end. The connection is subscribed to stream FUZZ_ROUTER_STREAM
+ * first, so a publish to it comes back as a `message`.
+ *
+ * Oracles: the wire carries only well-formed text frames holding JSON
+ * objects; a request gets at least one reply (PROTOCOL.md: a refused
+ * request always gets an `error`; only a publish without id may get
+ * none); the first reply to a request carries an `id` equal to the
+ * request's (stream `message`s and `gap`s, which PROTOCOL.md lets come
+ * before an ack, are not replies); a `message` carries the publisher's
+ * `data` unchanged.
+ * Everything is freed per input.
+ */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "fuzz_harness.h"
+#include "router.h"
+
+#define FUZZ_ROUTER_STREAM "s"
+
+struct fuzz_router_replies {
+    size_t count;   /* replies to the request (not stream traffic) */
+    size_t messages;
+    json_t *first;  /* the first reply */
+    json_t *data;   /* the request's `data`, for checking `message` */
+};
+
+static void fuzz_router_on_text(void *arg, const char *json, size_t len)
+{
+    struct fuzz_router_replies *r = arg;
+    json_t *doc = fuzz_json_parse(json, len, 0);
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    if (strcmp(type, "gap") == 0) {
+        json_decref(doc);
+        return;
+    }
+    if (strcmp(type, "message") == 0) {
+        /* PROTOCOL.md: `data` is the publisher's JSON, byte for byte. */
+        if (!r->data || !json_equal(r->data, json_object_get(doc, "data")) ||
+            strcmp(json_string_value(json_object_get(doc, "stream")), FUZZ_ROUTER_STREAM) != 0) {
+            fprintf(stderr, "fuzz_router: a message does not carry the published data\n");
+            abort();
+        }
+        /* Stream traffic, not the reply: it may come before the ack. */
+        r->messages++;
+        json_decref(doc);
+        return;
+    }
+    if (r->count++ == 0)
+        r->first = doc;
+    else
+        json_decref(doc);
+}
+
+static void fuzz_router_subscribe(struct fuzz_worker *fw, struct conn *c, int peer)
+{
+    static const char sub[] = "{\"type\":\"subscribe\",\"stream\":\"" FUZZ_ROUTER_STREAM "\"}";
+    router_handle(c, sub, sizeof(sub) - 1);
+    fuzz_pump(fw, peer);
+    static const char want[] = "{\"type\":\"subscribed\"";
+    if (fw->out.len < 2 + sizeof(want) - 1 || memcmp(fw->out.data + 2, want, sizeof(want) - 1)) {
+        fprintf(stderr, "fuzz_router: the harness's subscribe failed\n");
+        abort();
+    }
+    fw->out.len = 0;
+}
+
+/* What the reply to this request must look like: *id is the request's id
+ * (NULL when it had none); returns 0 when a reply may legitimately be
+ * absent (a publish without id is acknowledged with nothing). */
+static int fuzz_router_expect(const uint8_t *data, size_t size, json_t **root, json_t **id)
+{
+    *root = fuzz_json_parse((const char *)data, size, 1);
+    *id = NULL;
+    if (!*root || !json_is_object(*root))
+        return 1;
+    *id = json_object_get(*root, "id");
+    const char *type = json_string_value(json_object_get(*root, "type"));
+    if (type && strcmp(type, "publish") == 0 && !*id)
+        return 0;
+    return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int initialised;
+    if (!initialised) {
+        fuzz_harness_init();
+        initialised = 1;
+    }
+    struct fuzz_worker *fw = fuzz_worker_new();
+    int peer = -1;
+    struct conn *c = fuzz_conn_socketpair(fw, CONN_WS, &peer);
+    fuzz_router_subscribe(fw, c, peer);
+
+    json_t *root, *id;
+    int must_reply = fuzz_router_expect(data, size, &root, &id);
+
+    router_handle(c, (const char *)data, size);
+    fuzz_pump(fw, peer);
+
+    struct fuzz_router_replies replies = {0, 0, NULL, root ? json_object_get(root, "data") : NULL};
+    fuzz_check_server_frames(fw->out.data, fw->out.len, fuzz_router_on_text, &replies);
+    if (replies.messages > 1) {
+        fprintf(stderr, "fuzz_router: one publish was delivered %zu times\n", replies.messages);
+        abort();
+    }
+    if (must_reply && replies.count == 0) {
+        fprintf(stderr, "fuzz_router: a request got no reply\n");
+        abort();
+    }
+    if (replies.first) {
+        json_t *got = json_object_get(replies.first, "id");
+        if ((id == NULL) != (got == NULL) || (id && !json_equal(id, got))) {
+            fprintf(stderr, "fuzz_router: the reply's id differs from the request's\n");
+            abort();
+        }
+    }
+    json_decref(replies.first);
+    json_decref(root);
+
+    fuzz_worker_free(fw);
+    close(peer);
+    return 0;
+}
