@@ -171,9 +171,12 @@ void conn_io_failed(struct conn *c, int status)
 {
     if (c->state == CONN_HTTP) {
         /* A refused connection whose client left before reading the answer
-         * already has its one error counted. */
+         * already has its one error counted. A socket that fails while we
+         * write our TLS handshake flight is a failed handshake. */
+        enum segment_connection_error type =
+            c->tls && !tlsconn_established(c) ? CONN_ERROR_TLS : CONN_ERROR_IO;
         if (!c->refused)
-            segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
+            segment_counter_add(&c->w->slot->counters.connection_errors[type], 1);
         c->refused = 1;
         conn_close_with(c, DISCONNECT_ERROR, 0);
         return;
