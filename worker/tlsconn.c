@@ -14,8 +14,9 @@
 /* Plaintext encrypted per batch: enough for one writev-sized burst, small
  * enough that the write BIO (which keeps its largest size) stays modest. */
 #define TLSCONN_SEAL_BYTES (64u * 1024u)
-/* A quiet session's BIO grown past this is replaced by an empty one. */
-#define TLSCONN_BIO_KEEP 4096
+/* A quiet session's BIO holding more than this (the handshake leaves 1-3 KiB
+ * in each) is replaced by an empty one. */
+#define TLSCONN_BIO_KEEP 1024
 
 int tlsconn_start(struct conn *c)
 {
