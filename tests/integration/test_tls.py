@@ -23,7 +23,7 @@ import time
 import pytest
 import websockets
 
-from conftest import SLOW, WSGATE_BIN, metric
+from conftest import ROOT, SLOW, WSGATE_BIN, metric
 import wsframes as wf
 
 HOST = "websocket.vitalstream.com"
@@ -769,3 +769,15 @@ def test_start_with_a_bad_pair_exits_1(gateway_factory, certs):
     gw.start(wait=False)
     assert gw.proc.wait(timeout=10 * SLOW) == 1
     assert "does not match" in gw.stderr(), gw.stderr()
+
+
+def test_tls_keys_documented_in_help_and_shipped_config():
+    out = subprocess.run([WSGATE_BIN, "-h"], capture_output=True, text=True, timeout=10 * SLOW)
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")]
+    shipped = read(os.path.join(ROOT, "etc", "websocket.yaml")).splitlines()
+    readme = read(os.path.join(ROOT, "README.md"))
+    for key in ("tls_cert_file", "tls_key_file", "tls_min_version"):
+        assert key in listed, out.stdout
+        line = next((l for l in shipped if l.startswith(key + ":")), None)
+        assert line is not None and "#" in line, f"{key} not in etc/websocket.yaml with a comment"
+        assert f"| `{key}` |" in readme, f"{key} not in README's key table"
