@@ -330,9 +330,12 @@ static int tlsconn_seal(struct conn *c)
             return -1;
         bytes += len;
     }
+    /* We seal only with the write BIO empty and no write pending, so the
+     * batch ends where what the BIO holds now ends. (Not the BIO's own
+     * byte counter: a quiet session gets a fresh BIO that starts over.) */
     q->sealed = n;
     t->sealed_bytes = bytes;
-    t->sealed_end = BIO_number_written(t->wbio);
+    t->sealed_end = t->cipher_sent + BIO_ctrl_pending(t->wbio);
     return 0;
 }
 

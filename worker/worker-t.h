@@ -55,7 +55,7 @@ struct tlsconn {
     char *pending;          /* ciphertext a uv_write owns (the kernel was full) */
     size_t pending_len;
     uint64_t cipher_sent;   /* ciphertext bytes handed to the kernel */
-    uint64_t sealed_end;    /* ciphertext bytes produced up to the sealed chunks' end */
+    uint64_t sealed_end;    /* cipher_sent once the sealed chunks' ciphertext is out */
     size_t sealed_bytes;    /* plaintext bytes of the sealed chunks */
     unsigned established : 1; /* handshake complete */
     unsigned failed : 1;      /* fatal TLS error: send what OpenSSL queued (an alert), close */
