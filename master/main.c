@@ -15,6 +15,7 @@
 #include "log.h"
 #include "segment.h"
 #include "supervisor.h"
+#include "tls.h"
 #include "wsgate-build.h"
 
 #define MAIN_DEFAULT_CONFIG "etc/websocket.yaml"
@@ -26,7 +27,8 @@ static void main_usage(FILE *out)
             "\n"
             "  -c FILE  configuration (default " MAIN_DEFAULT_CONFIG "); connection_pool.yaml\n"
             "           is read from the same folder when present\n"
-            "  -t       check the configuration and exit (0: valid, 1: invalid)\n"
+            "  -t       check the configuration (and that the TLS certificate and key\n"
+            "           load and match) and exit (0: valid, 1: invalid)\n"
             "  -V       print the version and exit\n"
             "  -h       print this help and exit\n"
             "\n"
@@ -69,8 +71,10 @@ int main(int argc, char **argv)
     }
 
     struct config cfg;
-    char err[512];
-    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+    struct tls_pair tls = {0};
+    char err[2 * CONFIG_PATH_MAX + 256];
+    if (config_load(path, &cfg, err, sizeof(err)) < 0 ||
+        tls_config_check(&cfg, &tls, err, sizeof(err)) < 0) {
         if (test_only) {
             fprintf(stderr, "wsgate: configuration invalid: %s\n", err);
         } else {
@@ -83,6 +87,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        tls_pair_free(&tls);
         printf("wsgate: configuration %s is valid\n", path);
         return 0;
     }
@@ -112,6 +117,7 @@ int main(int argc, char **argv)
         log_int(&l, "port", cfg.port);
         log_str(&l, "message", "cannot bind the port: stop whatever holds it or change port");
         log_end(&l);
+        tls_pair_free(&tls);
         return 1;
     }
 
@@ -121,6 +127,7 @@ int main(int argc, char **argv)
     r = segment_create(shm_name, &cfg, &seg);
     if (r < 0) {
         log_msg(LOG_ERROR, "error", "cannot create shared memory %s: %s", shm_name, strerror(-r));
+        tls_pair_free(&tls);
         return 1;
     }
     segment_publish_config(seg, &cfg);
@@ -128,10 +135,11 @@ int main(int argc, char **argv)
     log_begin(&l, LOG_INFO, "listen");
     log_str(&l, "bind_address", cfg.bind_address);
     log_int(&l, "port", cfg.port);
+    log_str(&l, "tls", cfg.tls_cert_file[0] ? "on" : "off");
     log_str(&l, "segment", shm_name);
     log_end(&l);
 
-    int status = supervisor_run(&cfg, seg, shm_name);
+    int status = supervisor_run(&cfg, &tls, seg, shm_name);
     segment_destroy(seg, shm_name);
     log_msg(LOG_INFO, "shutdown", "master exiting with status %d", status);
     return status;

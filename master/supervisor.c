@@ -22,6 +22,7 @@
 #include "log.h"
 #include "segment.h"
 #include "streamlog.h"
+#include "tls.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -49,6 +50,8 @@ struct supervisor {
     uv_loop_t loop;
     struct segment *seg;
     struct config cfg;
+    struct tls_pair tls;    /* cfg's certificate and key, as validated; handed to every
+                               worker forked (empty when TLS is off) */
     const char *shm_name;
     int signal_fd;
     uv_poll_t signal_poll;
@@ -185,7 +188,7 @@ static int supervisor_spawn(struct supervisor *s, int index)
             _exit(1); /* the master died between fork and prctl */
         supervisor_child_close_fds(s->seg, sl->fd);
         atomic_store(&w->pid, (int32_t)getpid());
-        exit(worker_main(s->seg, index, sl->fd));
+        exit(worker_main(s->seg, index, sl->fd, s->tls.cert_pem ? &s->tls : NULL));
     }
     sl->pid = pid;
     sl->started_ns = clock_now_ns();
@@ -406,7 +409,7 @@ static void supervisor_reload_failed(struct supervisor *s, const char *why)
 static void supervisor_reload(struct supervisor *s)
 {
     struct config next;
-    char err[512];
+    char err[2 * CONFIG_PATH_MAX + 256];
     if (config_load(s->cfg.path, &next, err, sizeof(err)) < 0) {
         supervisor_reload_failed(s, err);
         return;
@@ -419,6 +422,15 @@ static void supervisor_reload(struct supervisor *s)
         supervisor_reload_failed(s, why);
         return;
     }
+    /* An unreadable or mismatched pair fails the whole reload: the old
+     * pair stays in use everywhere. */
+    struct tls_pair pair;
+    if (tls_config_check(&next, &pair, err, sizeof(err)) < 0) {
+        supervisor_reload_failed(s, err);
+        return;
+    }
+    tls_pair_free(&s->tls);
+    s->tls = pair;
     int metrics_port_changed = next.metrics_port != s->cfg.metrics_port;
     s->cfg = next;
     log_configure(s->cfg.log_format, s->cfg.log_level);
@@ -508,12 +520,15 @@ static void supervisor_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-int supervisor_run(const struct config *cfg, struct segment *seg, const char *shm_name)
+int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
+                   const char *shm_name)
 {
     static struct supervisor s;
     memset(&s, 0, sizeof(s));
     s.seg = seg;
     s.cfg = *cfg;
+    s.tls = *tls;
+    memset(tls, 0, sizeof(*tls));
     s.shm_name = shm_name;
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
         s.slots[i].sup = &s;
@@ -532,6 +547,7 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
     s.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s.signal_fd < 0) {
         log_msg(LOG_ERROR, "error", "signalfd failed: %s", strerror(errno));
+        tls_pair_free(&s.tls);
         return 1;
     }
 
@@ -549,6 +565,7 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
         seg->worker[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (seg->worker[i].wake_fd < 0) {
             log_msg(LOG_ERROR, "error", "eventfd failed: %s", strerror(errno));
+            tls_pair_free(&s.tls);
             return 1;
         }
     }
@@ -576,6 +593,7 @@ int supervisor_run(const struct config *cfg, struct segment *seg, const char *sh
     uv_walk(&s.loop, supervisor_close_walk, NULL);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
+    tls_pair_free(&s.tls);
     close(s.signal_fd);
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
         if (s.slots[i].fd >= 0)

@@ -12,8 +12,12 @@
 
 #include "config-t.h"
 #include "segment-t.h"
+#include "tls-t.h"
 
-/* Runs until the gateway has shut down; returns the exit status. */
-int supervisor_run(const struct config *cfg, struct segment *seg, const char *shm_name);
+/* Runs until the gateway has shut down; returns the exit status. Takes
+ * over *tls (cfg's validated certificate and key, or an empty pair) and
+ * leaves it empty. */
+int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
+                   const char *shm_name);
 
 #endif

@@ -15,6 +15,8 @@
 #define CONFIG_STR_MAX 64
 #define CONFIG_BROKERS_MAX 8
 #define CONFIG_URL_MAX 256
+/* Hex SHA-256 and its NUL. */
+#define CONFIG_FINGERPRINT_MAX 65
 
 struct config {
     /* websocket.yaml */
@@ -44,6 +46,17 @@ struct config {
     char log_level_name[CONFIG_STR_MAX];
     enum log_format log_format;
     enum log_level log_level;
+    /* TLS on the serving port: both files set, or neither (plain). Paths
+     * are used as written (relative ones from the working directory). */
+    char tls_cert_file[CONFIG_PATH_MAX];
+    char tls_key_file[CONFIG_PATH_MAX];
+    char tls_min_version[CONFIG_STR_MAX]; /* "1.2" or "1.3" */
+    /* Not a key: set by the master once it has loaded and checked the pair
+     * (tls_config_check), the SHA-256 of the bytes it read. A worker that
+     * rereads the files on a reload uses them only if they still hash to
+     * this, so every worker serves the pair the master validated. "" when
+     * TLS is off. */
+    char tls_fingerprint[CONFIG_FINGERPRINT_MAX];
 
     /* connection_pool.yaml */
     int64_t max_pool_size;

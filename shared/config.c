@@ -26,7 +26,8 @@ struct config_key {
     size_t offset;
     int64_t def_int;
     const char *def_str;
-    int64_t min, max;                /* ints: value range; strings: length range */
+    int64_t min, max;                /* ints: value range; strings: length range (the
+                                        field holds max + 1 bytes) */
     const char *const *choices;      /* strings: allowed values, NULL = any */
     int pool;                        /* 1: connection_pool.yaml */
     const char *help;
@@ -34,6 +35,7 @@ struct config_key {
 
 static const char *const config_log_formats[] = {"json", "text", NULL};
 static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const config_tls_versions[] = {"1.2", "1.3", NULL};
 
 #define CK_INT(n, def, lo, hi, pool, help) \
     {#n, CONFIG_KEY_INT, offsetof(struct config, n), def, NULL, lo, hi, NULL, pool, help}
@@ -41,6 +43,9 @@ static const char *const config_log_levels[] = {"debug", "info", "warn", "error"
     {#n, CONFIG_KEY_BOOL, offsetof(struct config, n), def, NULL, 0, 1, NULL, 0, help}
 #define CK_STR(n, def, lo, hi, choices, help) \
     {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, def, lo, hi, choices, 0, help}
+/* A file path: may be empty, up to CONFIG_PATH_MAX - 1 bytes. */
+#define CK_PATH(n, help) \
+    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, "", 0, CONFIG_PATH_MAX - 1, NULL, 0, help}
 
 static const struct config_key config_keys[] = {
     CK_INT(port, 8003, 1, 65535, 0, "TCP port for WebSocket and HTTP (restart to change)"),
@@ -69,8 +74,7 @@ static const struct config_key config_keys[] = {
      CONFIG_BROKERS_MAX, NULL, 0,
      "\"none\" (single replica) or a list of redis:// URLs streams are sharded over "
      "(restart to change)"},
-    CK_STR(broker_password_file, "", 0, CONFIG_PATH_MAX - 1, NULL,
-           "file holding the Redis password (never logged); empty: none"),
+    CK_PATH(broker_password_file, "file holding the Redis password (never logged); empty: none"),
     CK_BOOL(config_watch, 0,
             "reload by itself when the config files change (inotify; Kubernetes configmap swaps)"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
@@ -78,6 +82,11 @@ static const struct config_key config_keys[] = {
     CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),
     CK_STR(log_level_name, "info", 1, CONFIG_STR_MAX - 1, config_log_levels,
            "debug, info, warn or error"),
+    CK_PATH(tls_cert_file, "PEM certificate (chain allowed) for wss:// and https:// on port; "
+                           "\"\" = plain; reread on SIGHUP (on/off: restart)"),
+    CK_PATH(tls_key_file, "PEM private key of tls_cert_file (not encrypted); reread on SIGHUP"),
+    CK_STR(tls_min_version, "1.2", 1, CONFIG_STR_MAX - 1, config_tls_versions,
+           "oldest TLS version accepted: 1.2 or 1.3"),
     CK_INT(max_pool_size, 1000, 1, 100000, 1, "broker connections per worker (cluster mode)"),
     CK_INT(pool_timeout, 30, 1, 3600, 1, "seconds a publish may wait for a broker connection"),
     CK_INT(max_idle_time, 300, 1, 86400, 1, "seconds before an idle broker connection is closed"),
@@ -351,6 +360,19 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
                          "max_streams");
         goto out;
     }
+    if (!pool && (cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
+        /* Half a pair is a mistake, never "plain after all": name the key
+         * that is missing, at the line of the one that is there. */
+        int cert_set = cfg->tls_cert_file[0] != '\0';
+        const config_setting_t *at = config_lookup(&lc, cert_set ? "tls_cert_file" : "tls_key_file");
+        rc = config_fail(err, errlen, filename, at ? config_setting_source_line(at) : 0,
+                         cert_set ? "tls_key_file" : "tls_cert_file",
+                         cert_set ? "missing: tls_cert_file is set, so tls_key_file must name "
+                                    "its private key (or set both to \"\" for plain)"
+                                  : "missing: tls_key_file is set, so tls_cert_file must name "
+                                    "its certificate (or set both to \"\" for plain)");
+        goto out;
+    }
     config_derive(cfg);
 out:
     config_destroy(&lc);
@@ -439,7 +461,30 @@ const char *config_restart_key_changed(const struct config *old_cfg, const struc
     if (old_cfg->broker_count != new_cfg->broker_count ||
         memcmp(old_cfg->broker, new_cfg->broker, sizeof(old_cfg->broker)) != 0)
         return "broker";
+    /* Turning TLS on or off changes what the port speaks under every
+     * client at once; a new certificate or key is a live change. */
+    if ((old_cfg->tls_cert_file[0] == '\0') != (new_cfg->tls_cert_file[0] == '\0'))
+        return "tls_cert_file";
     return NULL;
+}
+
+int config_key_line(const char *path, const char *key)
+{
+    char *text = NULL;
+    char err[CONFIG_PATH_MAX + 64];
+    if (config_read_file_text(path, &text, err, sizeof(err)) < 0)
+        return 0;
+    config_t lc;
+    config_init(&lc);
+    int line = 0;
+    if (config_read_string(&lc, text)) {
+        const config_setting_t *s = config_lookup(&lc, key);
+        if (s)
+            line = config_setting_source_line(s);
+    }
+    config_destroy(&lc);
+    free(text);
+    return line;
 }
 
 void config_print_keys(void)

@@ -28,9 +28,14 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
                       char *err, size_t errlen);
 
 /* Keys whose change needs a restart ("port", "bind_address", "max_streams",
- * "stream_memory": they size the socket and the segment): returns the
- * first such key that differs, or NULL. */
+ * "stream_memory": they size the socket and the segment; "tls_cert_file"
+ * when TLS is switched on or off): returns the first such key that
+ * differs, or NULL. */
 const char *config_restart_key_changed(const struct config *old_cfg, const struct config *new_cfg);
+
+/* The line `key` is set on in the file at `path`, for error messages about
+ * values checked after loading (TLS files); 0 when unknown. */
+int config_key_line(const char *path, const char *key);
 
 /* Human-readable list of keys, defaults and ranges (for -h and the README). */
 void config_print_keys(void);

@@ -13,6 +13,7 @@
 #include "segment.h"
 #include "sendq.h"
 #include "session.h"
+#include "tlsconn.h"
 
 /* How long we wait for the client's close frame after sending ours. */
 #define CONN_CLOSE_WAIT_NS (2ull * 1000000000ull)
@@ -75,6 +76,7 @@ static void conn_on_close(uv_handle_t *handle)
     struct conn *c = handle->data;
     conn_unlink(c->w, c);
     sendq_free(&c->out);
+    tlsconn_free(c);
     session_free(c);
     free(c->req);
     free(c);
@@ -128,7 +130,9 @@ void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int 
 
 void conn_refuse(struct conn *c, enum segment_connection_error error_type)
 {
-    segment_counter_add(&c->w->slot->counters.connection_errors[error_type], 1);
+    if (!c->refused)
+        segment_counter_add(&c->w->slot->counters.connection_errors[error_type], 1);
+    c->refused = 1;
     c->close_after_flush = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
     conn_mark_dirty(c);
@@ -153,11 +157,17 @@ static int conn_close_code(const struct conn *c)
     return 1006;
 }
 
+/* Bytes still to go: queued plaintext, or (TLS) ciphertext and goodbyes. */
+static int conn_output_left(const struct conn *c)
+{
+    return !sendq_empty(&c->out) || (c->tls && tlsconn_output_left(c));
+}
+
 void conn_after_write(struct conn *c)
 {
     if (c->closed)
         return;
-    if (!sendq_empty(&c->out))
+    if (conn_output_left(c))
         conn_mark_dirty(c);
     else if (c->close_after_flush)
         conn_close_with(c, c->reason, conn_close_code(c));
@@ -166,7 +176,14 @@ void conn_after_write(struct conn *c)
 void conn_io_failed(struct conn *c, int status)
 {
     if (c->state == CONN_HTTP) {
-        segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
+        /* A refused connection whose client left before reading the answer
+         * already has its one error counted. A socket that fails while we
+         * write our TLS handshake flight is a failed handshake. */
+        enum segment_connection_error type =
+            c->tls && !tlsconn_established(c) ? CONN_ERROR_TLS : CONN_ERROR_IO;
+        if (!c->refused)
+            segment_counter_add(&c->w->slot->counters.connection_errors[type], 1);
+        c->refused = 1;
         conn_close_with(c, DISCONNECT_ERROR, 0);
         return;
     }
@@ -183,32 +200,49 @@ void conn_io_failed(struct conn *c, int status)
     conn_close_with(c, reason, conn_close_code(c));
 }
 
+void conn_read_failed(struct conn *c, int status)
+{
+    if (c->state == CONN_HTTP) {
+        /* EOF before a complete head is a client that changed its
+         * mind (or a TCP port probe), not an error worth an alert. */
+        if (status != UV_EOF && !c->refused)
+            segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
+        c->refused = 1;
+        conn_close_with(c, DISCONNECT_ERROR, 0);
+    } else if (status == UV_EOF) {
+        /* A client that closes TCP without a close frame still chose
+         * to leave; after our own close frame it is the normal end. */
+        conn_close_with(c, c->state == CONN_CLOSING ? c->reason : DISCONNECT_CLIENT_CLOSE,
+                        conn_close_code(c));
+    } else {
+        conn_io_failed(c, status);
+    }
+}
+
+void conn_deliver(struct conn *c, const char *data, size_t len)
+{
+    if (c->state == CONN_HTTP)
+        handshake_feed(c, data, len);
+    else
+        session_feed(c, (const uint8_t *)data, len);
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;
     if (nread == 0 || c->closed)
         return;
     if (nread < 0) {
-        if (c->state == CONN_HTTP) {
-            /* EOF before a complete head is a client that changed its
-             * mind (or a TCP port probe), not an error worth an alert. */
-            if (nread != UV_EOF)
-                segment_counter_add(&c->w->slot->counters.connection_errors[CONN_ERROR_IO], 1);
-            conn_close_with(c, DISCONNECT_ERROR, 0);
-        } else if (nread == UV_EOF) {
-            /* A client that closes TCP without a close frame still chose
-             * to leave; after our own close frame it is the normal end. */
-            conn_close_with(c, c->state == CONN_CLOSING ? c->reason : DISCONNECT_CLIENT_CLOSE,
-                            conn_close_code(c));
-        } else {
-            conn_io_failed(c, (int)nread);
-        }
+        if (c->tls && !tlsconn_established(c))
+            tlsconn_read_failed(c, (int)nread);
+        else
+            conn_read_failed(c, (int)nread);
         return;
     }
-    if (c->state == CONN_HTTP)
-        handshake_feed(c, buf->base, (size_t)nread);
+    if (c->tls)
+        tlsconn_feed(c, buf->base, (size_t)nread);
     else
-        session_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+        conn_deliver(c, buf->base, (size_t)nread);
 }
 
 static void conn_format_remote(struct conn *c)
@@ -259,6 +293,12 @@ void conn_accept(struct worker *w)
         return;
     }
     http_request_init(c->req);
+    if (w->tls_ctx && tlsconn_start(c) < 0) {
+        log_msg(LOG_ERROR, "error", "out of memory starting TLS on a connection; closing it");
+        conn_refuse(c, CONN_ERROR_TLS);
+        conn_close_with(c, DISCONNECT_ERROR, 0);
+        return;
+    }
     uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
@@ -272,12 +312,12 @@ void conn_flush_dirty(struct worker *w)
         c->dirty_next = NULL;
         if (c->closed)
             continue;
-        int r = sendq_flush(c);
+        int r = c->tls ? tlsconn_flush(c) : sendq_flush(c);
         if (r < 0) {
             conn_io_failed(c, r);
             continue;
         }
-        if (sendq_empty(&c->out)) {
+        if (!conn_output_left(c)) {
             if (c->close_after_flush)
                 conn_close_with(c, c->reason, conn_close_code(c));
         } else if (c->state == CONN_WS && c->out.bytes > limit) {
@@ -298,7 +338,13 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
             continue;
         switch (c->state) {
         case CONN_HTTP:
-            if (!c->close_after_flush && now_ns - c->accepted_ns > handshake_ns)
+            if (c->close_after_flush || now_ns - c->accepted_ns <= handshake_ns)
+                break;
+            /* Before the TLS handshake is done there is no way to answer
+             * 408: the client would not be able to read it. */
+            if (c->tls && !tlsconn_established(c))
+                tlsconn_timed_out(c);
+            else
                 handshake_timed_out(c);
             break;
         case CONN_WS:
@@ -306,8 +352,12 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
                 session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
             else if (now_ns - c->last_ping_ns >= ping_ns)
                 session_ping(c, now_ns);
-            if (c->ws && now_ns - c->last_rx_ns > CONN_QUIET_NS)
-                session_release_if_idle(c);
+            if (now_ns - c->last_rx_ns > CONN_QUIET_NS) {
+                if (c->ws)
+                    session_release_if_idle(c);
+                if (c->tls)
+                    tlsconn_release_if_idle(c);
+            }
             break;
         case CONN_CLOSING:
             if (now_ns - c->closing_since_ns > CONN_CLOSE_WAIT_NS)

@@ -2,9 +2,11 @@
  * conn — one accepted TCP connection, from accept to close.
  *
  * Reads are dispatched by state: the request head goes to handshake, frames
- * go to session. Every close goes through conn_close_with(), which is the
- * one place that counts the disconnection (or the connection error), logs
- * it and gives back the replica-wide connection slot.
+ * go to session (on a TLS port, through tlsconn first). Every close goes
+ * through conn_close_with(), which is the one place that counts the
+ * disconnection, logs it and gives back the replica-wide connection slot.
+ * A connection that fails before it is a WebSocket counts exactly one
+ * connection error (conn_refuse, or an I/O error), whatever follows.
  */
 #ifndef WSGATE_CONN_H
 #define WSGATE_CONN_H
@@ -15,6 +17,12 @@
 /* Accept one pending connection from the worker's listener. */
 void conn_accept(struct worker *w);
 
+/* Bytes from the client (plaintext, with TLS): to the HTTP head or the
+ * WebSocket session, by state. */
+void conn_deliver(struct conn *c, const char *data, size_t len);
+/* The client's side ended (UV_EOF) or failed (a libuv error). */
+void conn_read_failed(struct conn *c, int status);
+
 /* Queue output and make sure it is flushed this loop iteration. */
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns);
 void conn_mark_dirty(struct conn *c);
@@ -23,8 +31,9 @@ void conn_mark_dirty(struct conn *c);
  * (0 when no close frame was exchanged). Pending output is dropped. */
 void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int code);
 
-/* Refuse a connection still in its HTTP phase: count `error_type` and close
- * once the response (if any) is flushed. */
+/* Refuse a connection still in its HTTP phase: count `error_type` (unless
+ * this connection already has its one error counted) and close once the
+ * response (if any) is flushed. */
 void conn_refuse(struct conn *c, enum segment_connection_error error_type);
 
 /* Close once everything queued has been written. */

@@ -12,6 +12,7 @@ void sendq_init(struct sendq *q)
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->inflight = 0;
+    q->sealed = 0;
 }
 
 static void sendq_chunk_free(struct sendq_chunk *c)
@@ -66,9 +67,10 @@ int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)
 
 void sendq_drop_unsent(struct sendq *q)
 {
-    /* Keep the chunks a pending uv_write owns, and a head chunk the kernel
-     * has part of: a frame cut in the middle would corrupt the stream. */
-    unsigned keep = q->inflight;
+    /* Keep the chunks a pending uv_write owns (or, with TLS, that are
+     * already encrypted), and a head chunk the kernel has part of: a frame
+     * cut in the middle would corrupt the stream. */
+    unsigned keep = q->inflight + q->sealed;
     if (keep == 0 && q->head && q->head->off > 0)
         keep = 1;
     struct sendq_chunk **pp = &q->head;
@@ -122,9 +124,7 @@ int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_
     return 0;
 }
 
-/* Account for `n` bytes the kernel accepted: pop finished chunks, counting
- * each finished message and observing its latency. */
-static void sendq_consume(struct conn *conn, size_t n)
+void sendq_consume(struct conn *conn, size_t n)
 {
     struct sendq *q = &conn->out;
     struct segment_counters *ctr = &conn->w->slot->counters;

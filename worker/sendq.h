@@ -44,7 +44,14 @@ static inline char *sendq_chunk_bytes(struct sendq_chunk *c)
  * close frame can follow what is already on its way. */
 void sendq_drop_unsent(struct sendq *q);
 
-/* Write what the kernel takes now. Returns 0, or a negative libuv error
+/* Account for `n` bytes of the head chunks having reached the kernel: pop
+ * finished chunks, counting each finished message and observing its
+ * latency. sendq_flush calls it; tlsconn calls it once a batch's
+ * ciphertext has gone. */
+void sendq_consume(struct conn *c, size_t n);
+
+/* Write what the kernel takes now (plain connections; TLS ones flush
+ * through tlsconn_flush). Returns 0, or a negative libuv error
  * when the connection is broken. Completed messages are counted in the
  * worker's slot (bytes, messages, latency). */
 int sendq_flush(struct conn *c);

@@ -8,6 +8,7 @@
 #ifndef WSGATE_WORKER_T_H
 #define WSGATE_WORKER_T_H
 
+#include <openssl/ssl.h>
 #include <stdint.h>
 #include <uv.h>
 #include <wslay/wslay.h>
@@ -41,7 +42,26 @@ struct sendq {
     struct sendq_chunk *head, *tail;
     size_t bytes;        /* unsent bytes queued */
     unsigned inflight;   /* chunks at the head owned by a pending uv_write */
-    uv_write_t req;
+    unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
+                            their ciphertext has reached the kernel */
+    uv_write_t req;      /* the connection's one write request (tlsconn's with TLS) */
+};
+
+/* TLS state of one connection (see tlsconn.h); NULL on a plain port. */
+struct tlsconn {
+    SSL *ssl;
+    BIO *rbio;              /* ciphertext from the socket, owned by ssl */
+    BIO *wbio;              /* ciphertext for the socket, owned by ssl */
+    char *pending;          /* ciphertext a uv_write owns (the kernel was full) */
+    size_t pending_len;
+    uint64_t cipher_sent;   /* ciphertext bytes handed to the kernel */
+    uint64_t sealed_end;    /* cipher_sent once the sealed chunks' ciphertext is out */
+    size_t sealed_bytes;    /* plaintext bytes of the sealed chunks */
+    unsigned established : 1; /* handshake complete */
+    unsigned failed : 1;      /* fatal TLS error: send what OpenSSL queued (an alert), close */
+    unsigned shut : 1;        /* close_notify queued */
+    unsigned writing : 1;     /* `pending` is in a uv_write */
+    unsigned got_bytes : 1;   /* the client sent something */
 };
 
 enum conn_state {
@@ -79,6 +99,7 @@ struct conn {
     unsigned closed : 1;            /* uv_close called */
     unsigned subprotocol : 1;
     unsigned close_wait : 1;        /* we sent a close frame and wait for the reply */
+    unsigned refused : 1;           /* a connection error is counted: count no other */
     struct http_request *req;       /* CONN_HTTP only */
     wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
     struct framescan scan;          /* frame boundaries of the client's stream */
@@ -94,6 +115,7 @@ struct conn {
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     int text_message;               /* current incoming message is text */
     struct sendq out;
+    struct tlsconn *tls;            /* NULL: plain TCP */
     struct hub_sub *subs;           /* this connection's subscriptions */
     uint32_t nsubs;
     struct hub_pub *pubs;           /* publishes waiting for the broker */
@@ -205,6 +227,13 @@ struct worker {
     uint64_t last_handshake_second;
     struct hub hub;
     struct broker_set *broker;      /* cluster mode only (broker.c) */
+    SSL_CTX *tls_ctx;            /* for new connections; NULL: plain. Live sessions hold
+                                    a reference to the context they started with */
+    char tls_fingerprint[CONFIG_FINGERPRINT_MAX]; /* of the pair tls_ctx holds */
+    char tls_min_version[CONFIG_STR_MAX];         /* tls_ctx's */
+    /* Every read is consumed before its callback returns. With TLS it is
+     * also where plaintext is decrypted to (the ciphertext is in the read
+     * BIO by then) and where outgoing ciphertext is staged in a flush. */
     char readbuf[65536];
 };
 

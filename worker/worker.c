@@ -13,6 +13,7 @@
 #include "log.h"
 #include "segment.h"
 #include "session.h"
+#include "tlsconn.h"
 #include "wsgate-build.h"
 
 #define WORKER_TICK_MS 250
@@ -23,6 +24,8 @@ static void worker_apply_config(struct worker *w)
     uint64_t gen = segment_read_config(w->seg, &w->cfg);
     w->cfg_generation = gen;
     log_configure(w->cfg.log_format, w->cfg.log_level);
+    if (w->tls_ctx)
+        tlsconn_ctx_refresh(w);
     for (struct conn *c = w->conns; c; c = c->next) {
         if (!c->closed && c->ws)
             session_apply_limits(c);
@@ -150,7 +153,7 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-int worker_main(struct segment *seg, int slot, int listen_fd)
+int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_pair *tls)
 {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -167,6 +170,11 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
     w->slot = segment_worker_slot(seg, slot);
     uv_loop_init(&w->loop);
     worker_apply_config(w);
+    if (tlsconn_ctx_init(w, tls) < 0) {
+        uv_loop_close(&w->loop);
+        free(w);
+        return 1;
+    }
 
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
@@ -179,6 +187,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
         uv_close((uv_handle_t *)&w->listener, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
+        tlsconn_ctx_free(w);
         free(w);
         return 1;
     }
@@ -221,6 +230,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    tlsconn_ctx_free(w);
     free(w);
     return 0;
 }

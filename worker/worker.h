@@ -15,7 +15,10 @@
 #define WSGATE_WORKER_H
 
 #include "segment-t.h"
+#include "tls-t.h"
 
-int worker_main(struct segment *seg, int slot, int listen_fd);
+/* `tls` is the certificate and key the master validated for the current
+ * config generation (inherited across fork), or NULL when TLS is off. */
+int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_pair *tls);
 
 #endif

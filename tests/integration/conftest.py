@@ -92,14 +92,21 @@ class Gateway:
             self.wait_ready()
         return self
 
+    @property
+    def tls(self):
+        """True when the serving port speaks TLS (plain HTTP to it fails)."""
+        return bool(self.config.get("tls_cert_file"))
+
     def wait_ready(self, timeout=10):
         deadline = time.time() + timeout * SLOW
         wanted = self.config.get("workers", 2) or os.cpu_count()
+        # With TLS on, ask the master's plain metrics_port instead.
+        port = self.metrics_port if self.tls else None
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"wsgate exited with {self.proc.returncode}:\n{self.stderr()}")
             try:
-                status, body = self.http("/health/detailed")
+                status, body = self.http("/health/detailed", port=port)
                 doc = json.loads(body)
                 running = [w for w in doc["workers"] if w["state"] == "running"]
                 if len(running) >= wanted:

@@ -110,6 +110,10 @@ static void expect_defaults(const struct config *cfg)
     ck_assert_str_eq(cfg->log_level_name, "info");
     ck_assert_int_eq(cfg->log_format, LOG_FORMAT_JSON);
     ck_assert_int_eq(cfg->log_level, LOG_INFO);
+    ck_assert_str_eq(cfg->tls_cert_file, "");
+    ck_assert_str_eq(cfg->tls_key_file, "");
+    ck_assert_str_eq(cfg->tls_min_version, "1.2");
+    ck_assert_str_eq(cfg->tls_fingerprint, "");
     ck_assert_int_eq(cfg->max_pool_size, 1000);
     ck_assert_int_eq(cfg->pool_timeout, 30);
     ck_assert_int_eq(cfg->max_idle_time, 300);
@@ -276,6 +280,9 @@ static void expect_same_config(const struct config *a, const struct config *b)
     SAME_INT(shutdown_timeout);
     SAME_INT(drain_window);
     SAME_STR(environment);
+    SAME_STR(tls_cert_file);
+    SAME_STR(tls_key_file);
+    SAME_STR(tls_min_version);
     SAME_STR(log_format_name);
     SAME_STR(log_level_name);
     SAME_INT(log_format);
@@ -308,7 +315,7 @@ START_TEST(shipped_files_state_every_key)
         "port", "bind_address", "metrics_port", "workers", "max_connections",
         "heartbeat_interval", "connection_timeout", "handshake_timeout", "max_message_size",
         "max_send_buffer", "history_size", "shutdown_timeout", "drain_window", "environment",
-        "log_format", "log_level",
+        "log_format", "log_level", "tls_cert_file", "tls_key_file", "tls_min_version",
     };
     static const char *const pool_keys[] = {"max_pool_size", "pool_timeout", "max_idle_time"};
     char text[8192];
@@ -611,6 +618,81 @@ START_TEST(restart_key_changed_reports_port_and_bind_address)
 }
 END_TEST
 
+/* ---- TLS keys (the pair itself is checked by shared/tls.c) ---- */
+
+START_TEST(tls_keys_parse_with_long_paths)
+{
+    struct config cfg;
+    char err[512];
+    char path[CONFIG_PATH_MAX];
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    char text[3 * CONFIG_PATH_MAX];
+    snprintf(text, sizeof(text), "tls_cert_file: \"%s\"\ntls_key_file: \"/k.pem\"\n"
+             "tls_min_version: \"1.3\"\n", path);
+    ck_assert_msg(parse(text, &cfg, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_str_eq(cfg.tls_cert_file, path); /* 511 bytes: the whole path */
+    ck_assert_str_eq(cfg.tls_key_file, "/k.pem");
+    ck_assert_str_eq(cfg.tls_min_version, "1.3");
+    /* One byte more is refused, not cut. */
+    snprintf(text, sizeof(text), "tls_key_file: \"/k\"\ntls_cert_file: \"%sp\"\n", path);
+    expect_error(text, 2, "tls_cert_file", "length");
+    /* Both empty is plain, the default. */
+    ck_assert_int_eq(parse("tls_cert_file: \"\"\ntls_key_file: \"\"\n", &cfg, err, sizeof(err)), 0);
+    ck_assert_str_eq(cfg.tls_cert_file, "");
+}
+END_TEST
+
+START_TEST(tls_half_a_pair_names_the_missing_key)
+{
+    expect_error("port: 9000\ntls_cert_file: \"/c.pem\"\n", 2, "tls_key_file",
+                 "tls_cert_file is set");
+    expect_error("tls_key_file: \"/k.pem\"\n", 1, "tls_cert_file", "tls_key_file is set");
+    expect_error("tls_cert_file: \"/c.pem\"\ntls_key_file: \"\"\n", 1, "tls_key_file", "missing");
+}
+END_TEST
+
+START_TEST(tls_min_version_choices)
+{
+    struct config cfg;
+    char err[256];
+    ck_assert_int_eq(parse("tls_min_version: \"1.2\"\n", &cfg, err, sizeof(err)), 0);
+    ck_assert_int_eq(parse("tls_min_version: \"1.3\"\n", &cfg, err, sizeof(err)), 0);
+    expect_error("tls_min_version: \"1.1\"\n", 1, "tls_min_version", "not one of");
+    expect_error("tls_min_version: \"TLSv1.3\"\n", 1, "tls_min_version", "not one of");
+    expect_error("tls_min_version: 1.3\n", 1, "tls_min_version", "quoted string");
+}
+END_TEST
+
+START_TEST(tls_on_off_is_a_restart_key_a_new_pair_is_not)
+{
+    struct config a, b;
+    config_defaults(&a);
+    config_defaults(&b);
+    snprintf(b.tls_cert_file, sizeof(b.tls_cert_file), "/c.pem");
+    snprintf(b.tls_key_file, sizeof(b.tls_key_file), "/k.pem");
+    ck_assert_str_eq(config_restart_key_changed(&a, &b), "tls_cert_file");
+    ck_assert_str_eq(config_restart_key_changed(&b, &a), "tls_cert_file");
+    a = b;
+    snprintf(b.tls_cert_file, sizeof(b.tls_cert_file), "/other/c.pem");
+    snprintf(b.tls_key_file, sizeof(b.tls_key_file), "/other/k.pem");
+    snprintf(b.tls_min_version, sizeof(b.tls_min_version), "1.3");
+    ck_assert_ptr_null(config_restart_key_changed(&a, &b));
+}
+END_TEST
+
+START_TEST(key_line_finds_a_key_in_a_file)
+{
+    const char *path = write_file("keyline", "websocket.yaml",
+                                  "# comment\nport: 9000\n\ntls_key_file: \"/k\"\n");
+    ck_assert_int_eq(config_key_line(path, "port"), 2);
+    ck_assert_int_eq(config_key_line(path, "tls_key_file"), 4);
+    ck_assert_int_eq(config_key_line(path, "tls_cert_file"), 0);
+    ck_assert_int_eq(config_key_line("/nonexistent/websocket.yaml", "port"), 0);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -646,6 +728,11 @@ static Suite *config_suite(void)
     tcase_add_test(tc, missing_file_is_an_error_naming_it);
     tcase_add_test(tc, nul_byte_in_file_refused);
     tcase_add_test(tc, restart_key_changed_reports_port_and_bind_address);
+    tcase_add_test(tc, tls_keys_parse_with_long_paths);
+    tcase_add_test(tc, tls_half_a_pair_names_the_missing_key);
+    tcase_add_test(tc, tls_min_version_choices);
+    tcase_add_test(tc, tls_on_off_is_a_restart_key_a_new_pair_is_not);
+    tcase_add_test(tc, key_line_finds_a_key_in_a_file);
     suite_add_tcase(s, tc);
     return s;
 }
