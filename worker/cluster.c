@@ -303,14 +303,6 @@ void cluster_on_message(struct worker *w, const char *stream, size_t len, const 
 
 /* ---- subscribe ------------------------------------------------------------ */
 
-static void cluster_free_sub(struct hub_sub *s)
-{
-    cluster_free_queue(s);
-    free(s->epoch);
-    free(s->id_json);
-    free(s);
-}
-
 /* Unlink a subscription from its connection's list (it may not be in the
  * stream's list yet). */
 static void cluster_unlink_conn(struct hub_sub *sub)
@@ -334,7 +326,7 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
     struct hub_stream *hs = s->hs;
     hs->refs--;
     if (!s->conn) {
-        cluster_free_sub(s); /* the connection went while we waited */
+        hub_free_sub(s); /* the connection went while we waited */
         return;
     }
     struct conn *c = s->conn;
@@ -378,6 +370,8 @@ static void cluster_start_sub(struct worker *w, struct hub_stream *hs, struct hu
         return;
     }
     int same_epoch = !s->epoch || strcmp(s->epoch, hs->epoch) == 0;
+    free(s->epoch);
+    s->epoch = NULL;
     uint64_t after = same_epoch ? s->since : 0;
     if (after >= last) {
         hub_send_subscribed(c, hs, hs->epoch, last, 1, same_epoch && s->since <= last, s->id_json);
@@ -405,7 +399,7 @@ static void cluster_fail_waiting(struct hub_stream *hs)
             router_reply_errno(s->conn, s->id_json, -EAGAIN);
             cluster_unlink_conn(s);
         }
-        cluster_free_sub(s);
+        hub_free_sub(s);
         s = next;
     }
 }
@@ -496,7 +490,7 @@ int cluster_unlink_sub(struct worker *w, struct hub_sub *sub)
         if (*pp == sub) {
             *pp = sub->stream_next;
             cluster_unlink_conn(sub);
-            cluster_free_sub(sub);
+            hub_free_sub(sub);
             if (!hs->waiting && hs->nsubs == 0)
                 cluster_stream_unused(w, hs);
             return 1;

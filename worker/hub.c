@@ -445,6 +445,20 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     return 0;
 }
 
+void hub_free_sub(struct hub_sub *sub)
+{
+    struct hub_frameq *q = sub->queued;
+    while (q) {
+        struct hub_frameq *next = q->next;
+        sendq_frame_unref(q->frame);
+        free(q);
+        q = next;
+    }
+    free(sub->epoch);
+    free(sub->id_json);
+    free(sub);
+}
+
 void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub)
 {
     if (sub->stream_prev)
@@ -473,7 +487,7 @@ void hub_unlink(struct worker *w, struct hub_sub *sub)
             streamlog_unlock(st);
         }
     }
-    free(sub);
+    hub_free_sub(sub);
 }
 
 int hub_unsubscribe(struct conn *c, const char *stream, size_t len)
