@@ -13,6 +13,21 @@
 
 #define CONFIG_PATH_MAX 512
 #define CONFIG_STR_MAX 64
+/* Longer strings (issuer, audience, origins: URLs). */
+#define CONFIG_LONGSTR_MAX 256
+/* A list key holds at most this many strings, each shorter than
+ * CONFIG_LONGSTR_MAX (libconfig arrays: `key: ["a", "b"]`, also YAML). */
+#define CONFIG_LIST_MAX 32
+
+struct config_list {
+    uint32_t count;
+    char items[CONFIG_LIST_MAX][CONFIG_LONGSTR_MAX];
+};
+
+enum config_auth_mode {
+    CONFIG_AUTH_NONE = 0,
+    CONFIG_AUTH_JWT,
+};
 
 struct config {
     /* websocket.yaml */
@@ -34,11 +49,22 @@ struct config {
     int64_t stream_memory;       /* bytes of segment for stream logs (restart to change) */
     int64_t stream_ttl;          /* seconds before an unused stream is reclaimed */
     int64_t config_watch;        /* 1: reload when the files change */
+    int64_t max_messages_per_second; /* per connection, token bucket; 0 = off */
+    int64_t message_burst;           /* bucket size */
+    int64_t max_connections_per_ip;  /* replica-wide; 0 = off */
+    struct config_list allowed_origins; /* empty = any Origin */
+    char auth_mode_name[CONFIG_STR_MAX];
+    struct config_list jwt_algorithms;
+    char jwt_key_file[CONFIG_PATH_MAX];  /* resolved against the config's folder by config_load */
+    char jwt_issuer[CONFIG_LONGSTR_MAX];   /* "" = not checked */
+    char jwt_audience[CONFIG_LONGSTR_MAX]; /* "" = not checked */
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];
     enum log_format log_format;
     enum log_level log_level;
+    enum config_auth_mode auth_mode;
+    unsigned jwt_algorithm_mask;   /* AUTH_ALG_* bits of jwt_algorithms */
 
     /* connection_pool.yaml */
     int64_t max_pool_size;
@@ -48,6 +74,7 @@ struct config {
     /* Where it came from, for reloads and error messages. */
     char path[CONFIG_PATH_MAX];
     char pool_path[CONFIG_PATH_MAX];
+    int32_t jwt_key_file_line;     /* source line of jwt_key_file (or auth_mode), for errors */
 };
 
 #endif
