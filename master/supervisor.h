@@ -10,10 +10,13 @@
 #ifndef WSGATE_SUPERVISOR_H
 #define WSGATE_SUPERVISOR_H
 
+#include "auth-t.h"
 #include "config-t.h"
 #include "segment-t.h"
 
-/* Runs until the gateway has shut down; returns the exit status. */
-int supervisor_run(const struct config *cfg, struct segment *seg, const char *shm_name);
+/* Runs until the gateway has shut down; returns the exit status. `keys`
+ * holds the token key already published for cfg; reloads republish it. */
+int supervisor_run(const struct config *cfg, struct segment *seg, struct auth_keystore *keys,
+                   const char *shm_name);
 
 #endif

@@ -12,8 +12,10 @@
 #include <uv.h>
 #include <wslay/wslay.h>
 
+#include "auth-t.h"
 #include "config-t.h"
 #include "http-t.h"
+#include "ratelimit.h"
 #include "segment-t.h"
 #include "streamlog-t.h"
 
@@ -93,6 +95,13 @@ struct conn {
     struct sendq out;
     struct hub_sub *subs;           /* this connection's subscriptions */
     uint32_t nsubs;
+    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
+    struct ratelimit rate;          /* max_messages_per_second bucket */
+    uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
+    uint32_t refusals_unlogged;     /* refusals since that line */
+    unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
+    const char *close_detail;       /* why we closed, for the disconnect log (static text) */
+    uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
     char remote[56];
 };
 
@@ -151,6 +160,8 @@ struct worker {
     uint64_t drain_deadline_ns;
     uint64_t last_handshake_second;
     struct hub hub;
+    struct auth_keystore *keys;      /* the master's token key */
+    struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];
 };
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "conn.h"
 #include "hub.h"
@@ -19,13 +20,38 @@
 
 static void worker_apply_config(struct worker *w)
 {
+    int had_auth = w->cfg.auth_mode == CONFIG_AUTH_JWT;
     uint64_t gen = segment_read_config(w->seg, &w->cfg);
     w->cfg_generation = gen;
     log_configure(w->cfg.log_format, w->cfg.log_level);
+    /* The master publishes the key before the generation: a new
+     * generation is the moment to pick up a rotated key. */
+    int auth = w->cfg.auth_mode == CONFIG_AUTH_JWT;
+    if (auth)
+        auth_keystore_read(w->keys, &w->auth_key);
+    else if (w->auth_key.kind != AUTH_KEY_NONE)
+        auth_key_clear(&w->auth_key);
+    int closed = 0;
     for (struct conn *c = w->conns; c; c = c->next) {
-        if (!c->closed && c->ws)
+        if (c->closed)
+            continue;
+        if (c->ws)
             session_apply_limits(c);
+        if (auth && !had_auth && c->state == CONN_WS && !c->grant) {
+            /* Authentication was just turned on: a session that never
+             * showed a token must not keep reading patient streams. */
+            c->close_detail = "authentication required";
+            session_close(c, 1008, "authentication required", DISCONNECT_PROTOCOL_ERROR);
+            closed++;
+        } else if (!auth && c->grant) {
+            auth_grant_free(c->grant);
+            c->grant = NULL;
+        }
     }
+    if (closed)
+        log_msg(LOG_WARN, "reload",
+                "auth_mode is now jwt: closed %d unauthenticated connection(s) with 1008; "
+                "they reconnect with a token", closed);
     atomic_store(&w->slot->config_generation, gen);
 }
 
@@ -148,7 +174,7 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-int worker_main(struct segment *seg, int slot, int listen_fd)
+int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int listen_fd)
 {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -161,6 +187,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
         return 1;
     }
     w->seg = seg;
+    w->keys = keys;
     w->slot_index = slot;
     w->slot = segment_worker_slot(seg, slot);
     uv_loop_init(&w->loop);
@@ -214,6 +241,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd)
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    auth_key_clear(&w->auth_key);
     free(w);
     return 0;
 }

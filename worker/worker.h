@@ -14,8 +14,10 @@
 #ifndef WSGATE_WORKER_H
 #define WSGATE_WORKER_H
 
+#include "auth-t.h"
 #include "segment-t.h"
 
-int worker_main(struct segment *seg, int slot, int listen_fd);
+/* `keys` is the master's token key store (read on every config generation). */
+int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int listen_fd);
 
 #endif
