@@ -15,4 +15,10 @@
 
 void router_handle(struct conn *c, const char *msg, size_t len);
 
+/* max_messages_per_second: 1 when the message may be handled; 0 when it
+ * was refused (`rate_limited` sent, with the request's id when it had
+ * one). Past RATELIMIT_ABUSE_REFUSALS refusals in RATELIMIT_ABUSE_WINDOW_NS
+ * the connection is closed with 1008. */
+int router_admit(struct conn *c, const char *msg, size_t len);
+
 #endif

@@ -77,7 +77,8 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
             return;
         segment_counter_add(&c->w->slot->counters.messages_received, 1);
         c->msg_start_ns = clock_now_ns();
-        router_handle(c, (const char *)arg->msg, arg->msg_length);
+        if (router_admit(c, (const char *)arg->msg, arg->msg_length))
+            router_handle(c, (const char *)arg->msg, arg->msg_length);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -139,6 +140,7 @@ static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
     case 1002:
     case 1003:
     case 1007:
+    case 1008:
         return DISCONNECT_PROTOCOL_ERROR;
     case 1009:
         return DISCONNECT_TOO_LARGE;
@@ -319,6 +321,16 @@ void session_close_slow_consumer(struct conn *c)
     log_end(&l);
     sendq_drop_unsent(&c->out);
     session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);
+}
+
+void session_close_policy(struct conn *c, const char *why)
+{
+    if (!c->ws || c->state != CONN_WS || wslay_event_get_close_sent(c->ws))
+        return;
+    /* Like a protocol violation: wslay sends the close after this
+     * callback, and session_after_io() closes without waiting. */
+    wslay_event_queue_close(c->ws, 1008, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->ws);
 }
 
 void session_ping(struct conn *c, uint64_t now_ns)

@@ -35,6 +35,9 @@ void session_close(struct conn *c, uint16_t code, const char *text,
 void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
                        enum segment_disconnect_reason reason);
 void session_close_slow_consumer(struct conn *c);
+/* From inside a message callback: close with 1008 (policy violation) and
+ * read nothing more; the connection goes once the close frame is out. */
+void session_close_policy(struct conn *c, const char *why);
 void session_ping(struct conn *c, uint64_t now_ns);
 
 /* Free the wslay context of a connection that sits between frames with
