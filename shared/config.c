@@ -491,7 +491,7 @@ void config_print_keys(void)
         }
         else
             snprintf(def, sizeof(def), "\"%s\"", k->def_str);
-        printf("  %-20s %-12s %s%s\n", config_key_file_name(k), def, k->help,
+        printf("  %-24s %-12s %s%s\n", config_key_file_name(k), def, k->help,
                k->pool ? " [connection_pool.yaml]" : "");
     }
 }
