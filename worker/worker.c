@@ -113,9 +113,12 @@ static void worker_finish_drain(struct worker *w, uint64_t now)
 static void worker_on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    uint64_t now = clock_now_ns();
     if (atomic_load(&w->seg->config_generation) != w->cfg_generation)
         worker_apply_config(w);
+    /* Read after applying the config: applying may close connections,
+     * stamping them later than an earlier `now` (and the sweep's
+     * unsigned differences must not go negative). */
+    uint64_t now = clock_now_ns();
     conn_sweep(w, now);
     hub_sweep(w, now);
     if (w->draining)
