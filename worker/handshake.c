@@ -120,12 +120,15 @@ static int handshake_find_token(const struct conn *c, char *buf, size_t cap, siz
         return -1;
     }
     if (h) {
-        if (hlen < 7 || strncasecmp(h, "Bearer ", 7) != 0) {
+        /* The scheme is case-insensitive (RFC 7235 2.1); trailing
+         * whitespace is already gone, so "Bearer " arrives as "Bearer". */
+        if (hlen < 6 || strncasecmp(h, "Bearer", 6) != 0 ||
+            (hlen > 6 && h[6] != ' ' && h[6] != '\t')) {
             *why = "Authorization must use the Bearer scheme: Authorization: Bearer <token>";
             return -1;
         }
-        h += 7;
-        hlen -= 7;
+        h += 6;
+        hlen -= 6;
         while (hlen && (*h == ' ' || *h == '\t')) {
             h++;
             hlen--;
