@@ -160,6 +160,8 @@ struct worker {
     uint64_t drain_deadline_ns;
     uint64_t last_handshake_second;
     struct hub hub;
+    int64_t trim_peak_conns;         /* most connections since the heap was last trimmed */
+    uint64_t trim_last_ns;
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,26 @@ static void worker_finish_drain(struct worker *w, uint64_t now)
     uv_stop(&w->loop);
 }
 
+/* Give freed heap back to the kernel once the connection count has fallen
+ * well below its peak (an attack or a reconnect storm is over): glibc
+ * keeps freed small blocks (wslay contexts, queues, parsed messages)
+ * otherwise, and a worker's RSS would stay at its high-water mark. At most
+ * every 2 s, and only after a peak of 64 connections or more. */
+#define WORKER_TRIM_EVERY_NS (2ull * 1000000000ull)
+
+static void worker_maybe_trim(struct worker *w, uint64_t now)
+{
+    int64_t live = atomic_load_explicit(&w->slot->connections, memory_order_relaxed);
+    if (live > w->trim_peak_conns)
+        w->trim_peak_conns = live;
+    if (now - w->trim_last_ns < WORKER_TRIM_EVERY_NS || w->trim_peak_conns < 64 ||
+        live > w->trim_peak_conns / 2)
+        return;
+    malloc_trim(0);
+    w->trim_last_ns = now;
+    w->trim_peak_conns = live;
+}
+
 static void worker_on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
@@ -121,6 +142,7 @@ static void worker_on_tick(uv_timer_t *t)
     uint64_t now = clock_now_ns();
     conn_sweep(w, now);
     hub_sweep(w, now);
+    worker_maybe_trim(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
