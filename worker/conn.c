@@ -67,9 +67,16 @@ static void conn_on_close(uv_handle_t *handle)
     struct conn *c = handle->data;
     conn_unlink(c->w, c);
     sendq_free(&c->out);
+    session_drop_pending(c);
     session_free(c);
     auth_grant_free(c->grant);
     free(c->req);
+    c->req = NULL;
+    c->grant = NULL;
+    if (c->parsing) {
+        c->zombie = 1; /* the last parse to come back frees it */
+        return;
+    }
     free(c);
 }
 
@@ -239,6 +246,12 @@ static void conn_format_remote(struct conn *c)
         }
     }
     snprintf(c->remote, sizeof(c->remote), "%s:%d", host, port);
+}
+
+void conn_resume_reading(struct conn *c)
+{
+    if (!c->closed && !c->close_after_flush)
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
 void conn_accept(struct worker *w)

@@ -387,14 +387,16 @@ static void router_auth(struct conn *c, json_t *root, json_t *id)
     router_send(c, &b);
 }
 
-int router_admit(struct conn *c, const char *msg, size_t len)
+/* max_messages_per_second, at the moment a message is handled (its
+ * receive time): 1 to handle it; 0 when refused (rate_limited sent with
+ * the request's id when it had one; past RATELIMIT_ABUSE_REFUSALS in the
+ * window the connection is closed 1008). */
+static int router_admit(struct conn *c, json_t *root)
 {
     const struct config *cfg = &c->w->cfg;
     if (ratelimit_take(&c->rate, c->msg_start_ns, (double)cfg->max_messages_per_second,
                        (double)cfg->message_burst))
         return 1;
-    /* Refused unhandled; parsed only to answer with the request's id. */
-    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES, NULL);
     json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
     char why[200];
     snprintf(why, sizeof(why),
@@ -402,7 +404,6 @@ int router_admit(struct conn *c, const char *msg, size_t len)
              "not handled; slow down",
              (long long)cfg->max_messages_per_second, (long long)cfg->message_burst);
     router_error(c, id, REFUSED_RATE_LIMITED, why);
-    json_decref(root);
     if (ratelimit_refused(&c->rate, c->msg_start_ns)) {
         char cid[32];
         conn_id_string(c, cid, sizeof(cid));
@@ -423,14 +424,22 @@ int router_admit(struct conn *c, const char *msg, size_t len)
     return 0;
 }
 
-void router_handle(struct conn *c, const char *msg, size_t len)
+json_t *router_parse(const char *msg, size_t len, json_error_t *err)
 {
-    json_error_t err;
-    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &err);
+    return json_loadb(msg, len, JSON_REJECT_DUPLICATES, err);
+}
+
+void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
+                    const json_error_t *err)
+{
+    if (!router_admit(c, root)) {
+        json_decref(root);
+        return;
+    }
     if (!root) {
         char why[200];
-        snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err.text, err.line,
-                 err.column);
+        snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err->text, err->line,
+                 err->column);
         router_error(c, NULL, REFUSED_BAD_REQUEST, why);
         return;
     }
@@ -464,4 +473,11 @@ void router_handle(struct conn *c, const char *msg, size_t len)
         }
     }
     json_decref(root);
+}
+
+void router_handle(struct conn *c, const char *msg, size_t len)
+{
+    json_error_t err;
+    json_t *root = router_parse(msg, len, &err);
+    router_process(c, msg, len, root, &err);
 }

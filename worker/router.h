@@ -9,16 +9,24 @@
 #ifndef WSGATE_ROUTER_H
 #define WSGATE_ROUTER_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "worker-t.h"
 
+/* Parse, admit (max_messages_per_second) and dispatch one message. */
 void router_handle(struct conn *c, const char *msg, size_t len);
 
-/* max_messages_per_second: 1 when the message may be handled; 0 when it
- * was refused (`rate_limited` sent, with the request's id when it had
- * one). Past RATELIMIT_ABUSE_REFUSALS refusals in RATELIMIT_ABUSE_WINDOW_NS
- * the connection is closed with 1008. */
-int router_admit(struct conn *c, const char *msg, size_t len);
+/* The same in two steps, for a message parsed off the loop (session.h):
+ * router_parse touches nothing but its arguments (any thread);
+ * router_process takes the result (root may be NULL: not JSON, err says
+ * why) and owns root from then on. Rate limiting happens in
+ * router_process, at the message's receive time (c->msg_start_ns); a
+ * refused message gets `rate_limited` with its id and is not handled, and
+ * past RATELIMIT_ABUSE_REFUSALS refusals in the window the connection is
+ * closed with 1008. */
+json_t *router_parse(const char *msg, size_t len, json_error_t *err);
+void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
+                    const json_error_t *err);
 
 #endif

@@ -8,6 +8,7 @@
 #ifndef WSGATE_WORKER_T_H
 #define WSGATE_WORKER_T_H
 
+#include <jansson.h>
 #include <stdint.h>
 #include <uv.h>
 #include <wslay/wslay.h>
@@ -55,6 +56,23 @@ enum conn_state {
 struct worker;
 struct hub_sub;
 
+/* A client message waiting its turn: a large one is parsed on libuv's
+ * thread pool meanwhile, and the connection is not read until its queue
+ * is empty (see session.h). */
+struct pending_msg {
+    struct pending_msg *next;
+    struct conn *conn;
+    uv_work_t work;
+    json_t *root;               /* parse result (NULL: not JSON, see err) */
+    json_error_t err;
+    uint64_t received_ns;
+    unsigned parsing : 1;       /* on the thread pool */
+    unsigned parsed : 1;
+    unsigned orphan : 1;        /* its connection is gone: free on completion */
+    size_t len;
+    char data[];
+};
+
 /* Where a client's byte stream stands between frames (see framescan.h). */
 struct framescan {
     uint8_t hdr[14];
@@ -100,6 +118,10 @@ struct conn {
     uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
     uint32_t refusals_unlogged;     /* refusals since that line */
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
+    unsigned in_message : 1;        /* inside wslay's message callback */
+    unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    uint32_t parsing;               /* messages of this connection on the thread pool */
+    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
     char remote[56];
