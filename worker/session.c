@@ -163,7 +163,8 @@ static void session_pump(struct conn *c)
         }
         free(m);
     }
-    if (!c->in_message && !c->closed && c->state == CONN_WS)
+    /* Reading was stopped when the first message was queued. */
+    if (!c->closed && c->state == CONN_WS)
         conn_resume_reading(c);
 }
 
