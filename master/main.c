@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -130,6 +131,32 @@ int main(int argc, char **argv)
         tls_pair_free(&tls);
         return 1;
     }
+    /* The token key: loaded here (config_load only checked that it
+     * loads), shared with every worker, never written to the segment. */
+    struct auth_keystore *keys = auth_keystore_create();
+    if (!keys) {
+        log_msg(LOG_ERROR, "error", "cannot map memory for the token key");
+        segment_destroy(seg, shm_name);
+        return 1;
+    }
+    if (cfg.auth_mode == CONFIG_AUTH_JWT) {
+        struct auth_key *key = malloc(sizeof(*key));
+        char why[256] = "out of memory";
+        if (!key || auth_key_load(cfg.jwt_key_file, cfg.jwt_algorithm_mask, key, why,
+                                  sizeof(why)) < 0) {
+            log_begin(&l, LOG_ERROR, "error");
+            log_str(&l, "error", why);
+            log_str(&l, "message", "jwt_key_file cannot be used; fix it (check with wsgate -t -c FILE)");
+            log_end(&l);
+            free(key);
+            auth_keystore_destroy(keys);
+            segment_destroy(seg, shm_name);
+            return 1;
+        }
+        auth_keystore_publish(keys, key);
+        auth_key_clear(key);
+        free(key);
+    }
     segment_publish_config(seg, &cfg);
 
     log_begin(&l, LOG_INFO, "listen");
@@ -139,7 +166,8 @@ int main(int argc, char **argv)
     log_str(&l, "segment", shm_name);
     log_end(&l);
 
-    int status = supervisor_run(&cfg, &tls, seg, shm_name);
+    int status = supervisor_run(&cfg, &tls, seg, keys, shm_name);
+    auth_keystore_destroy(keys);
     segment_destroy(seg, shm_name);
     log_msg(LOG_INFO, "shutdown", "master exiting with status %d", status);
     return status;

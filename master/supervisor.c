@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "clock.h"
 #include "config.h"
 #include "listener.h"
@@ -49,6 +50,7 @@ struct supervisor_slot {
 struct supervisor {
     uv_loop_t loop;
     struct segment *seg;
+    struct auth_keystore *keys;
     struct config cfg;
     struct tls_pair tls;    /* cfg's certificate and key, as validated; handed to every
                                worker forked (empty when TLS is off) */
@@ -188,7 +190,7 @@ static int supervisor_spawn(struct supervisor *s, int index)
             _exit(1); /* the master died between fork and prctl */
         supervisor_child_close_fds(s->seg, sl->fd);
         atomic_store(&w->pid, (int32_t)getpid());
-        exit(worker_main(s->seg, index, sl->fd, s->tls.cert_pem ? &s->tls : NULL));
+        exit(worker_main(s->seg, s->keys, index, sl->fd, s->tls.cert_pem ? &s->tls : NULL));
     }
     sl->pid = pid;
     sl->started_ns = clock_now_ns();
@@ -429,11 +431,36 @@ static void supervisor_reload(struct supervisor *s)
         supervisor_reload_failed(s, err);
         return;
     }
+    /* The token key is read again on every reload (key rotation), and
+     * published before the generation that makes workers look at it. */
+    struct auth_key *tkey = NULL;
+    if (next.auth_mode == CONFIG_AUTH_JWT) {
+        tkey = malloc(sizeof(*tkey));
+        char why[256];
+        if (!tkey || auth_key_load(next.jwt_key_file, next.jwt_algorithm_mask, tkey, why,
+                                  sizeof(why)) < 0) {
+            char msg[CONFIG_PATH_MAX + 320];
+            snprintf(msg, sizeof(msg), "%s:%d: key 'jwt_key_file': %s", s->cfg.path,
+                     (int)next.jwt_key_file_line, tkey ? why : "out of memory");
+            if (tkey) {
+                auth_key_clear(tkey);
+                free(tkey);
+            }
+            tls_pair_free(&pair);
+            supervisor_reload_failed(s, msg);
+            return;
+        }
+    }
     tls_pair_free(&s->tls);
     s->tls = pair;
     int metrics_port_changed = next.metrics_port != s->cfg.metrics_port;
     s->cfg = next;
     log_configure(s->cfg.log_format, s->cfg.log_level);
+    auth_keystore_publish(s->keys, tkey);
+    if (tkey) {
+        auth_key_clear(tkey);
+        free(tkey);
+    }
     segment_publish_config(s->seg, &s->cfg);
     atomic_fetch_add(&s->seg->config_reloads_success, 1);
     if (metrics_port_changed) {
@@ -521,11 +548,13 @@ static void supervisor_close_walk(uv_handle_t *h, void *arg)
 }
 
 int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
+                   struct auth_keystore *keys,
                    const char *shm_name)
 {
     static struct supervisor s;
     memset(&s, 0, sizeof(s));
     s.seg = seg;
+    s.keys = keys;
     s.cfg = *cfg;
     s.tls = *tls;
     memset(tls, 0, sizeof(*tls));

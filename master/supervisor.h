@@ -10,14 +10,17 @@
 #ifndef WSGATE_SUPERVISOR_H
 #define WSGATE_SUPERVISOR_H
 
+#include "auth-t.h"
 #include "config-t.h"
 #include "segment-t.h"
 #include "tls-t.h"
 
 /* Runs until the gateway has shut down; returns the exit status. Takes
  * over *tls (cfg's validated certificate and key, or an empty pair) and
- * leaves it empty. */
+ * leaves it empty. `keys` holds the token key already published for cfg;
+ * reloads republish it. */
 int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
+                   struct auth_keystore *keys,
                    const char *shm_name);
 
 #endif

@@ -17,6 +17,21 @@
 #define CONFIG_URL_MAX 256
 /* Hex SHA-256 and its NUL. */
 #define CONFIG_FINGERPRINT_MAX 65
+/* Longer strings (issuer, audience, origins: URLs). */
+#define CONFIG_LONGSTR_MAX 256
+/* A list key holds at most this many strings, each shorter than
+ * CONFIG_LONGSTR_MAX (libconfig arrays: `key: ["a", "b"]`, also YAML). */
+#define CONFIG_LIST_MAX 32
+
+struct config_list {
+    uint32_t count;
+    char items[CONFIG_LIST_MAX][CONFIG_LONGSTR_MAX];
+};
+
+enum config_auth_mode {
+    CONFIG_AUTH_NONE = 0,
+    CONFIG_AUTH_JWT,
+};
 
 struct config {
     /* websocket.yaml */
@@ -41,6 +56,15 @@ struct config {
     int64_t broker_count;        /* 0: "none", a single replica */
     char broker[CONFIG_BROKERS_MAX][CONFIG_URL_MAX]; /* Redis URLs (restart to change) */
     char broker_password_file[CONFIG_PATH_MAX];
+    int64_t max_messages_per_second; /* per connection, token bucket; 0 = off */
+    int64_t message_burst;           /* bucket size */
+    int64_t max_connections_per_ip;  /* replica-wide; 0 = off */
+    struct config_list allowed_origins; /* empty = any Origin */
+    char auth_mode_name[CONFIG_STR_MAX];
+    struct config_list jwt_algorithms;
+    char jwt_key_file[CONFIG_PATH_MAX];  /* resolved against the config's folder by config_load */
+    char jwt_issuer[CONFIG_LONGSTR_MAX];   /* "" = not checked */
+    char jwt_audience[CONFIG_LONGSTR_MAX]; /* "" = not checked */
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];
@@ -57,6 +81,8 @@ struct config {
      * this, so every worker serves the pair the master validated. "" when
      * TLS is off. */
     char tls_fingerprint[CONFIG_FINGERPRINT_MAX];
+    enum config_auth_mode auth_mode;
+    unsigned jwt_algorithm_mask;   /* AUTH_ALG_* bits of jwt_algorithms */
 
     /* connection_pool.yaml */
     int64_t max_pool_size;
@@ -66,6 +92,7 @@ struct config {
     /* Where it came from, for reloads and error messages. */
     char path[CONFIG_PATH_MAX];
     char pool_path[CONFIG_PATH_MAX];
+    int32_t jwt_key_file_line;     /* source line of jwt_key_file (or auth_mode), for errors */
 };
 
 #endif

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "brokerurl.h"
+#include "auth.h"
+#include "http.h"
 #include "log.h"
 
 enum config_key_type {
@@ -16,6 +18,7 @@ enum config_key_type {
     CONFIG_KEY_STRING,
     CONFIG_KEY_BOOL, /* stored as int64_t 0/1 */
     CONFIG_KEY_BROKERS, /* "none" or a list of redis:// URLs */
+    CONFIG_KEY_LIST, /* struct config_list: a libconfig array of strings */
 };
 
 /* One row per key: the single source of truth for names, defaults, ranges
@@ -26,9 +29,10 @@ struct config_key {
     size_t offset;
     int64_t def_int;
     const char *def_str;
-    int64_t min, max;                /* ints: value range; strings: length range (the
-                                        field holds max + 1 bytes) */
-    const char *const *choices;      /* strings: allowed values, NULL = any */
+    int64_t min, max;                /* ints: value range; strings: length range (the field
+                                        holds max + 1 bytes); lists: item count range */
+    const char *const *choices;      /* strings, list items: allowed values, NULL = any */
+    const char *const *def_list;     /* lists: default items, NULL-terminated */
     int pool;                        /* 1: connection_pool.yaml */
     const char *help;
 };
@@ -36,16 +40,23 @@ struct config_key {
 static const char *const config_log_formats[] = {"json", "text", NULL};
 static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_tls_versions[] = {"1.2", "1.3", NULL};
+static const char *const config_auth_modes[] = {"none", "jwt", NULL};
+static const char *const config_jwt_algorithms[] = {"HS256", "RS256", "ES256", NULL};
+static const char *const config_jwt_algorithms_default[] = {"HS256", NULL};
+static const char *const config_empty_list[] = {NULL};
 
 #define CK_INT(n, def, lo, hi, pool, help) \
-    {#n, CONFIG_KEY_INT, offsetof(struct config, n), def, NULL, lo, hi, NULL, pool, help}
+    {#n, CONFIG_KEY_INT, offsetof(struct config, n), def, NULL, lo, hi, NULL, NULL, pool, help}
 #define CK_BOOL(n, def, help) \
-    {#n, CONFIG_KEY_BOOL, offsetof(struct config, n), def, NULL, 0, 1, NULL, 0, help}
+    {#n, CONFIG_KEY_BOOL, offsetof(struct config, n), def, NULL, 0, 1, NULL, NULL, 0, help}
 #define CK_STR(n, def, lo, hi, choices, help) \
-    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, def, lo, hi, choices, 0, help}
+    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, def, lo, hi, choices, NULL, 0, help}
+#define CK_LIST(n, def, lo, choices, help) \
+    {#n, CONFIG_KEY_LIST, offsetof(struct config, n), 0, NULL, lo, CONFIG_LIST_MAX, choices, def, \
+     0, help}
 /* A file path: may be empty, up to CONFIG_PATH_MAX - 1 bytes. */
 #define CK_PATH(n, help) \
-    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, "", 0, CONFIG_PATH_MAX - 1, NULL, 0, help}
+    {#n, CONFIG_KEY_STRING, offsetof(struct config, n), 0, "", 0, CONFIG_PATH_MAX - 1, NULL, NULL, 0, help}
 
 static const struct config_key config_keys[] = {
     CK_INT(port, 8003, 1, 65535, 0, "TCP port for WebSocket and HTTP (restart to change)"),
@@ -71,12 +82,31 @@ static const struct config_key config_keys[] = {
     CK_INT(stream_ttl, 300, 1, 604800, 0,
            "seconds without subscriber or publish before a stream and its history are dropped"),
     {"broker", CONFIG_KEY_BROKERS, offsetof(struct config, broker), 0, "none", 0,
-     CONFIG_BROKERS_MAX, NULL, 0,
+     CONFIG_BROKERS_MAX, NULL, NULL, 0,
      "\"none\" (single replica) or a list of redis:// URLs streams are sharded over "
      "(restart to change)"},
     CK_PATH(broker_password_file, "file holding the Redis password (never logged); empty: none"),
     CK_BOOL(config_watch, 0,
             "reload by itself when the config files change (inotify; Kubernetes configmap swaps)"),
+    CK_INT(max_messages_per_second, 100, 0, 1000000, 0,
+           "messages a connection may send per second (token bucket); 0 = no limit"),
+    CK_INT(message_burst, 200, 1, 1000000, 0,
+           "messages a connection may send at once above the rate (the bucket's size)"),
+    CK_INT(max_connections_per_ip, 0, 0, 1000000, 0,
+           "WebSocket connections per client IP across the replica (429 above); 0 = no limit"),
+    CK_LIST(allowed_origins, config_empty_list, 0, NULL,
+            "Origin values a browser handshake may carry (scheme://host[:port]); [] = any"),
+    CK_STR(auth_mode_name, "none", 1, CONFIG_STR_MAX - 1, config_auth_modes,
+           "none, or jwt: every handshake needs a valid token (401 otherwise)"),
+    CK_LIST(jwt_algorithms, config_jwt_algorithms_default, 1, config_jwt_algorithms,
+            "token algorithms accepted: HS256, RS256, ES256 (must suit jwt_key_file)"),
+    CK_STR(jwt_key_file, "", 0, CONFIG_PATH_MAX - 1, NULL,
+           "HMAC secret or PEM public key verifying tokens (relative: to this file's folder); "
+           "reread on reload"),
+    CK_STR(jwt_issuer, "", 0, CONFIG_LONGSTR_MAX - 1, NULL,
+           "required iss claim; \"\" = not checked"),
+    CK_STR(jwt_audience, "", 0, CONFIG_LONGSTR_MAX - 1, NULL,
+           "required aud claim (or one of its items); \"\" = not checked"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
            "value of the environment label on every metric"),
     CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),
@@ -102,6 +132,8 @@ static const char *config_key_file_name(const struct config_key *k)
         return "log_format";
     if (strcmp(k->name, "log_level_name") == 0)
         return "log_level";
+    if (strcmp(k->name, "auth_mode_name") == 0)
+        return "auth_mode";
     return k->name;
 }
 
@@ -118,6 +150,17 @@ static void config_derive(struct config *cfg)
 {
     log_format_parse(cfg->log_format_name, &cfg->log_format);
     log_level_parse(cfg->log_level_name, &cfg->log_level);
+    cfg->auth_mode = strcmp(cfg->auth_mode_name, "jwt") == 0 ? CONFIG_AUTH_JWT : CONFIG_AUTH_NONE;
+    cfg->jwt_algorithm_mask = 0;
+    for (uint32_t i = 0; i < cfg->jwt_algorithms.count; i++)
+        cfg->jwt_algorithm_mask |= auth_alg_parse(cfg->jwt_algorithms.items[i]);
+}
+
+static void config_list_set(struct config_list *l, const char *const *items)
+{
+    memset(l, 0, sizeof(*l));
+    for (; items && *items && l->count < CONFIG_LIST_MAX; items++)
+        snprintf(l->items[l->count++], CONFIG_LONGSTR_MAX, "%s", *items);
 }
 
 void config_defaults(struct config *cfg)
@@ -128,6 +171,8 @@ void config_defaults(struct config *cfg)
         char *field = (char *)cfg + k->offset;
         if (k->type == CONFIG_KEY_INT || k->type == CONFIG_KEY_BOOL)
             *(int64_t *)field = k->def_int;
+        else if (k->type == CONFIG_KEY_LIST)
+            config_list_set((struct config_list *)field, k->def_list);
         else if (k->type == CONFIG_KEY_STRING)
             snprintf(field, (size_t)k->max + 1, "%s", k->def_str);
     }
@@ -217,6 +262,50 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
             return config_fail(err, errlen, filename, line, name, what);
         }
         *(int64_t *)field = v;
+    } else if (k->type == CONFIG_KEY_LIST) {
+        if (type != CONFIG_TYPE_ARRAY)
+            return config_fail(err, errlen, filename, line, name,
+                               "expected a list of quoted strings, e.g. [\"a\", \"b\"]");
+        int n = config_setting_length(s);
+        if (n < k->min || n > k->max) {
+            snprintf(what, sizeof(what), "%d item(s) is out of range [%lld, %lld]", n,
+                     (long long)k->min, (long long)k->max);
+            return config_fail(err, errlen, filename, line, name, what);
+        }
+        struct config_list *l = (struct config_list *)field;
+        memset(l, 0, sizeof(*l));
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
+            if (config_setting_type(item) != CONFIG_TYPE_STRING)
+                return config_fail(err, errlen, filename, line, name,
+                                   "expected a list of quoted strings, e.g. [\"a\", \"b\"]");
+            const char *v = config_setting_get_string(item);
+            size_t vlen = strlen(v);
+            if (vlen == 0 || vlen >= CONFIG_LONGSTR_MAX) {
+                snprintf(what, sizeof(what), "item %d: length %zu is out of range [1, %d]", i + 1,
+                         vlen, CONFIG_LONGSTR_MAX - 1);
+                return config_fail(err, errlen, filename, line, name, what);
+            }
+            if (k->choices) {
+                int ok = 0;
+                for (const char *const *c = k->choices; *c; c++)
+                    ok |= strcmp(*c, v) == 0;
+                if (!ok) {
+                    snprintf(what, sizeof(what), "item \"%.64s\" is not one of the allowed values",
+                             v);
+                    return config_fail(err, errlen, filename, line, name, what);
+                }
+            }
+            if (strcmp(k->name, "allowed_origins") == 0) {
+                char norm[CONFIG_LONGSTR_MAX];
+                if (http_origin_normalize(v, vlen, norm, sizeof(norm)) < 0) {
+                    snprintf(what, sizeof(what),
+                             "item \"%.64s\" is not an origin: scheme://host[:port], no path", v);
+                    return config_fail(err, errlen, filename, line, name, what);
+                }
+            }
+            snprintf(l->items[l->count++], CONFIG_LONGSTR_MAX, "%s", v);
+        }
     } else {
         if (type != CONFIG_TYPE_STRING)
             return config_fail(err, errlen, filename, line, name, "expected a quoted string");
@@ -240,6 +329,8 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
             config_check_environment(v, filename, line, err, errlen) < 0)
             return -EINVAL;
         snprintf(field, (size_t)k->max + 1, "%s", v);
+        if (strcmp(k->name, "jwt_key_file") == 0)
+            cfg->jwt_key_file_line = line;
     }
     return 0;
 }
@@ -373,6 +464,14 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
                                     "its certificate (or set both to \"\" for plain)");
         goto out;
     }
+    if (!pool && strcmp(cfg->auth_mode_name, "jwt") == 0 && cfg->jwt_key_file[0] == '\0') {
+        const config_setting_t *at = config_lookup(&lc, "auth_mode");
+        rc = config_fail(err, errlen, filename, at ? config_setting_source_line(at) : 0,
+                         "jwt_key_file",
+                         "required when auth_mode is \"jwt\": the HMAC secret or PEM public key "
+                         "that verifies tokens");
+        goto out;
+    }
     config_derive(cfg);
 out:
     config_destroy(&lc);
@@ -445,7 +544,31 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         return rc;
     if (access(cfg->pool_path, F_OK) == 0)
         rc = config_load_file(cfg->pool_path, 1, cfg, err, errlen);
-    return rc;
+    if (rc < 0 || cfg->auth_mode != CONFIG_AUTH_JWT)
+        return rc;
+
+    /* The key must load now, so that `wsgate -t`, a start and a reload
+     * all refuse a key the workers could not use. */
+    if (cfg->jwt_key_file[0] != '/' && dirlen > 0) {
+        char resolved[CONFIG_PATH_MAX];
+        int n = snprintf(resolved, sizeof(resolved), "%.*s%s", dirlen, path, cfg->jwt_key_file);
+        if (n < 0 || (size_t)n >= sizeof(resolved))
+            return config_fail(err, errlen, path, cfg->jwt_key_file_line, "jwt_key_file",
+                               "path too long once resolved against the config's folder");
+        memcpy(cfg->jwt_key_file, resolved, (size_t)n + 1);
+    }
+    struct auth_key *key = malloc(sizeof(*key));
+    if (!key) {
+        snprintf(err, errlen, "%s:0: out of memory", path);
+        return -ENOMEM;
+    }
+    char why[256];
+    rc = auth_key_load(cfg->jwt_key_file, cfg->jwt_algorithm_mask, key, why, sizeof(why));
+    auth_key_clear(key);
+    free(key);
+    if (rc < 0)
+        return config_fail(err, errlen, path, cfg->jwt_key_file_line, "jwt_key_file", why);
+    return 0;
 }
 
 const char *config_restart_key_changed(const struct config *old_cfg, const struct config *new_cfg)
@@ -498,9 +621,18 @@ void config_print_keys(void)
             snprintf(def, sizeof(def), "%s", k->def_int ? "true" : "false");
         else if (k->type == CONFIG_KEY_BROKERS)
             snprintf(def, sizeof(def), "\"none\"");
+        else if (k->type == CONFIG_KEY_LIST) {
+            size_t n = 0;
+            def[n++] = '[';
+            for (const char *const *d = k->def_list; *d && n + strlen(*d) + 5 < sizeof(def); d++)
+                n += (size_t)snprintf(def + n, sizeof(def) - n, "%s\"%s\"", d == k->def_list ? "" : ", ",
+                                      *d);
+            def[n++] = ']';
+            def[n] = '\0';
+        }
         else
             snprintf(def, sizeof(def), "\"%s\"", k->def_str);
-        printf("  %-20s %-12s %s%s\n", config_key_file_name(k), def, k->help,
+        printf("  %-24s %-12s %s%s\n", config_key_file_name(k), def, k->help,
                k->pool ? " [connection_pool.yaml]" : "");
     }
 }

@@ -332,3 +332,154 @@ int http_format_head(char *out, size_t outlen, int status, const char *content_t
         return -1;
     return n;
 }
+
+static int http_hex(char c)
+{
+    if ('0' <= c && c <= '9')
+        return c - '0';
+    if ('a' <= c && c <= 'f')
+        return c - 'a' + 10;
+    if ('A' <= c && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode (and '+' as space, as forms encode it); -1 when it does
+ * not fit or a %XX is malformed. */
+static int http_percent_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= len || http_hex(in[i + 1]) < 0 || http_hex(in[i + 2]) < 0)
+                return -1;
+            c = (char)(http_hex(in[i + 1]) * 16 + http_hex(in[i + 2]));
+            i += 2;
+        } else if (c == '+') {
+            c = ' ';
+        }
+        if (n + 1 >= outlen)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+int http_request_query_param(const struct http_request *req, const char *name, char *out,
+                             size_t outlen)
+{
+    const char *url = req->head + req->url.off;
+    size_t n = req->url.len;
+    const char *q = memchr(url, '?', n);
+    if (!q)
+        return 0;
+    const char *p = q + 1, *end = url + n;
+    const char *hash = memchr(p, '#', (size_t)(end - p));
+    if (hash)
+        end = hash;
+    size_t name_len = strlen(name);
+    int count = 0, bad = 0;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *item_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(item_end - p));
+        const char *key_end = eq ? eq : item_end;
+        if ((size_t)(key_end - p) == name_len && memcmp(p, name, name_len) == 0) {
+            if (count == 0) {
+                const char *v = eq ? eq + 1 : item_end;
+                if (http_percent_decode(v, (size_t)(item_end - v), out, outlen) < 0)
+                    bad = 1;
+            }
+            count++;
+        }
+        p = item_end + (amp ? 1 : 0);
+    }
+    return bad ? -1 : count;
+}
+
+int http_origin_normalize(const char *in, size_t len, char *out, size_t outlen)
+{
+    const char *sep = NULL;
+    for (size_t i = 0; i + 2 < len; i++) {
+        if (in[i] == ':' && in[i + 1] == '/' && in[i + 2] == '/') {
+            sep = in + i;
+            break;
+        }
+    }
+    if (!sep || sep == in)
+        return -1;
+    size_t scheme_len = (size_t)(sep - in);
+    char scheme[16];
+    if (scheme_len >= sizeof(scheme))
+        return -1;
+    for (size_t i = 0; i < scheme_len; i++) {
+        char c = (char)tolower((unsigned char)in[i]);
+        if (!(('a' <= c && c <= 'z') || (i > 0 && (('0' <= c && c <= '9') || c == '+' ||
+                                                   c == '-' || c == '.'))))
+            return -1;
+        scheme[i] = c;
+    }
+    scheme[scheme_len] = '\0';
+    const char *host = sep + 3, *end = in + len;
+    if (host == end)
+        return -1;
+    /* host: a name, an IPv4 address or a bracketed IPv6 address; then an
+     * optional :port; nothing else (no user info, path, query). */
+    const char *host_end;
+    if (*host == '[') {
+        const char *close = memchr(host, ']', (size_t)(end - host));
+        if (!close || close == host + 1)
+            return -1;
+        for (const char *p = host + 1; p < close; p++) {
+            if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.'))
+                return -1;
+        }
+        host_end = close + 1;
+    } else {
+        host_end = host;
+        while (host_end < end && *host_end != ':') {
+            char c = *host_end;
+            if (!(isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_'))
+                return -1;
+            host_end++;
+        }
+        if (host_end == host)
+            return -1;
+    }
+    long port = -1;
+    if (host_end < end) {
+        if (*host_end != ':' || host_end + 1 == end || end - host_end > 6)
+            return -1;
+        port = 0;
+        for (const char *p = host_end + 1; p < end; p++) {
+            if (!isdigit((unsigned char)*p))
+                return -1;
+            port = port * 10 + (*p - '0');
+        }
+        if (port < 1 || port > 65535)
+            return -1;
+    }
+    if ((port == 80 && (strcmp(scheme, "http") == 0 || strcmp(scheme, "ws") == 0)) ||
+        (port == 443 && (strcmp(scheme, "https") == 0 || strcmp(scheme, "wss") == 0)))
+        port = -1;
+    size_t host_len = (size_t)(host_end - host);
+    char portbuf[8] = "";
+    if (port > 0)
+        snprintf(portbuf, sizeof(portbuf), ":%ld", port);
+    size_t total = scheme_len + 3 + host_len + strlen(portbuf);
+    if (total + 1 > outlen)
+        return -1;
+    size_t n = 0;
+    memcpy(out + n, scheme, scheme_len);
+    n += scheme_len;
+    memcpy(out + n, "://", 3);
+    n += 3;
+    for (size_t i = 0; i < host_len; i++)
+        out[n++] = (char)tolower((unsigned char)host[i]);
+    memcpy(out + n, portbuf, strlen(portbuf));
+    n += strlen(portbuf);
+    out[n] = '\0';
+    return (int)n;
+}

@@ -52,4 +52,18 @@ int http_format_head(char *out, size_t outlen, int status, const char *content_t
 
 const char *http_status_text(int status);
 
+/* The value of query parameter `name` in the request target, percent-
+ * decoded into out (NUL-terminated). Returns how many times the parameter
+ * occurs (the first one is decoded), 0 when absent, or -1 when the first
+ * occurrence does not fit in out or is badly encoded. */
+int http_request_query_param(const struct http_request *req, const char *name, char *out,
+                             size_t outlen);
+
+/* An origin as RFC 6454 serialises it: "scheme://host[:port]", scheme and
+ * host lower-cased, a default port (http 80, https 443, ws 80, wss 443)
+ * dropped, no path, query, user info or trailing slash. Writes the
+ * normalised form into out; returns its length, or -1 when `in` is not
+ * such an origin (the literal "null" is not one either). */
+int http_origin_normalize(const char *in, size_t len, char *out, size_t outlen);
+
 #endif

@@ -192,6 +192,12 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
         metrics_sample(out, name, env, "error_type", segment_connection_error_name(i),
                        t.connection_errors[i]);
 
+    name = "websocket_messages_refused_total";
+    metrics_header(out, name, "counter",
+                   "Client requests answered with an error message (connection kept), by code.");
+    for (int i = 0; i < REFUSED_CODE_COUNT; i++)
+        metrics_sample(out, name, env, "code", segment_refusal_name(i), t.messages_refused[i]);
+
     metrics_latency(out, env, &t);
 
     metrics_counter(out, "websocket_messages_received_total",

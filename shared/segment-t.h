@@ -25,6 +25,9 @@
  *   | ...                                                           |
  *   | worker[SEGMENT_WORKER_SLOTS-1]                                |
  *   +---------------------------------------------------------------+
+ *   | per-IP connection counts (struct iptable, see iptable-t.h), at |
+ *   | ips_offset, page-aligned                                      |
+ *   +---------------------------------------------------------------+
  *   | stream logs (struct streamlog, see streamlog-t.h), at          |
  *   | streams_offset, page-aligned: stream table and history rings  |
  *   +---------------------------------------------------------------+
@@ -43,7 +46,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 3u
+#define SEGMENT_LAYOUT_VERSION 4u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -71,6 +74,20 @@ enum segment_connection_error {
     CONN_ERROR_TLS,
     CONN_ERROR_IO,
     CONN_ERROR_TYPE_COUNT
+};
+
+/* Why a request was refused with an `error` message: its `code` (the
+ * `code` label of websocket_messages_refused_total; PROTOCOL.md's codes). */
+enum segment_refusal {
+    REFUSED_BAD_REQUEST = 0,
+    REFUSED_UNAUTHORIZED,
+    REFUSED_FORBIDDEN,
+    REFUSED_TOO_LARGE,
+    REFUSED_RATE_LIMITED,
+    REFUSED_CAPACITY,
+    REFUSED_UNAVAILABLE,
+    REFUSED_INTERNAL,
+    REFUSED_CODE_COUNT
 };
 
 enum segment_worker_state {
@@ -113,6 +130,7 @@ struct segment_counters {
     _Atomic uint64_t connections_total;
     _Atomic uint64_t disconnections[DISCONNECT_REASON_COUNT];
     _Atomic uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
+    _Atomic uint64_t messages_refused[REFUSED_CODE_COUNT];
     _Atomic uint64_t messages_received;
     _Atomic uint64_t messages_sent;
     _Atomic uint64_t bytes_received;
@@ -170,6 +188,9 @@ struct segment {
     /* struct streamlog lives here, page-aligned, sized at creation. */
     uint64_t streams_offset;
     uint64_t streams_bytes;
+    /* struct iptable, page-aligned, before the streams. */
+    uint64_t ips_offset;
+    uint64_t ips_bytes;
 };
 
 /* A plain (non-atomic) copy of counters, summed across slots, for rendering. */
@@ -177,6 +198,7 @@ struct segment_totals {
     uint64_t connections_total;
     uint64_t disconnections[DISCONNECT_REASON_COUNT];
     uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
+    uint64_t messages_refused[REFUSED_CODE_COUNT];
     uint64_t messages_received;
     uint64_t messages_sent;
     uint64_t bytes_received;

@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "iptable.h"
 #include "streamlog.h"
+
+_Static_assert(IPTABLE_SLOTS == SEGMENT_WORKER_SLOTS, "iptable counts one column per worker slot");
 
 const double segment_latency_bounds[SEGMENT_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -24,6 +27,16 @@ static const char *const segment_reason_names[DISCONNECT_REASON_COUNT] = {
 static const char *const segment_error_names[CONN_ERROR_TYPE_COUNT] = {
     "handshake", "capacity", "timeout", "auth", "origin", "tls", "io",
 };
+
+static const char *const segment_refusal_names[REFUSED_CODE_COUNT] = {
+    "bad_request", "unauthorized", "forbidden", "too_large",
+    "rate_limited", "capacity",    "unavailable", "internal",
+};
+
+const char *segment_refusal_name(enum segment_refusal r)
+{
+    return segment_refusal_names[r];
+}
 
 static const char *const segment_state_names[WORKER_STATE_COUNT] = {
     "empty", "starting", "running", "draining", "dead",
@@ -76,7 +89,9 @@ int segment_create(const char *name, const struct config *cfg, struct segment **
     if (fd < 0)
         return -errno;
     uint64_t page = 4096;
-    uint64_t streams_offset = (sizeof(struct segment) + page - 1) / page * page;
+    uint64_t ips_offset = (sizeof(struct segment) + page - 1) / page * page;
+    uint64_t ips_bytes = (iptable_bytes() + page - 1) / page * page;
+    uint64_t streams_offset = ips_offset + ips_bytes;
     uint64_t streams_bytes =
         streamlog_bytes((uint32_t)cfg->max_streams, (uint64_t)cfg->stream_memory);
     size_t size = (size_t)(streams_offset + streams_bytes);
@@ -98,7 +113,15 @@ int segment_create(const char *name, const struct config *cfg, struct segment **
     struct segment *seg = p;
     seg->streams_offset = streams_offset;
     seg->streams_bytes = streams_bytes;
-    int r = streamlog_init(segment_streams(seg), (uint32_t)cfg->max_streams,
+    seg->ips_offset = ips_offset;
+    seg->ips_bytes = ips_bytes;
+    int r = iptable_init(segment_ips(seg));
+    if (r < 0) {
+        munmap(p, size);
+        shm_unlink(name);
+        return r;
+    }
+    r = streamlog_init(segment_streams(seg), (uint32_t)cfg->max_streams,
                            (uint64_t)cfg->stream_memory);
     if (r < 0) {
         munmap(p, size);
@@ -232,6 +255,10 @@ void segment_fold_worker(struct segment *seg, int slot)
     struct segment_counters *c = &w->counters;
     struct segment_counters *r = &seg->retired;
 
+    /* Outside the fold seqlock: readers of counters need not wait on it. */
+    if (segment_ips(seg))
+        iptable_forget_worker(segment_ips(seg), slot);
+
     atomic_fetch_add_explicit(&seg->fold_seq, 1, memory_order_acq_rel);
     atomic_thread_fence(memory_order_seq_cst);
 
@@ -246,6 +273,8 @@ void segment_fold_worker(struct segment *seg, int slot)
         segment_fold_counter(&r->disconnections[i], &c->disconnections[i]);
     for (int i = 0; i < CONN_ERROR_TYPE_COUNT; i++)
         segment_fold_counter(&r->connection_errors[i], &c->connection_errors[i]);
+    for (int i = 0; i < REFUSED_CODE_COUNT; i++)
+        segment_fold_counter(&r->messages_refused[i], &c->messages_refused[i]);
     segment_fold_counter(&r->messages_received, &c->messages_received);
     segment_fold_counter(&r->messages_sent, &c->messages_sent);
     segment_fold_counter(&r->bytes_received, &c->bytes_received);
@@ -278,6 +307,8 @@ static void segment_add_counters(struct segment_totals *t, const struct segment_
         t->disconnections[i] += SEGMENT_LOAD(c->disconnections[i]);
     for (int i = 0; i < CONN_ERROR_TYPE_COUNT; i++)
         t->connection_errors[i] += SEGMENT_LOAD(c->connection_errors[i]);
+    for (int i = 0; i < REFUSED_CODE_COUNT; i++)
+        t->messages_refused[i] += SEGMENT_LOAD(c->messages_refused[i]);
     t->messages_received += SEGMENT_LOAD(c->messages_received);
     t->messages_sent += SEGMENT_LOAD(c->messages_sent);
     t->bytes_received += SEGMENT_LOAD(c->bytes_received);

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "iptable-t.h"
 #include "segment-t.h"
 #include "wsgate-build.h"
 
@@ -31,6 +32,12 @@ void segment_detach(const struct segment *seg);
 static inline struct streamlog *segment_streams(const struct segment *seg)
 {
     return seg->streams_offset ? (struct streamlog *)((char *)seg + seg->streams_offset) : NULL;
+}
+
+/* The per-IP connection counts; NULL for a segment made without them. */
+static inline struct iptable *segment_ips(const struct segment *seg)
+{
+    return seg->ips_offset ? (struct iptable *)((char *)seg + seg->ips_offset) : NULL;
 }
 
 static inline struct segment_worker *segment_worker_slot(struct segment *seg, int slot)
@@ -65,7 +72,8 @@ int segment_connection_reserve(struct segment *seg, struct segment_worker *w, in
 void segment_connection_release(struct segment *seg, struct segment_worker *w);
 
 /* Master: a worker died. Count its open connections as worker_exit, give
- * back its replica-wide connections, and fold its counters into `retired`. */
+ * back its replica-wide connections and its per-IP counts, and fold its
+ * counters into `retired`. */
 void segment_fold_worker(struct segment *seg, int slot);
 
 /* Sum retired + every slot. */
@@ -79,5 +87,6 @@ const char *segment_worker_state_name(enum segment_worker_state s);
 const char *segment_broker_error_name(enum segment_broker_error e);
 /* A cluster broker is up when every running worker is connected to it. */
 int segment_broker_up(const struct segment *seg, int broker);
+const char *segment_refusal_name(enum segment_refusal r);
 
 #endif

@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "handshake.h"
 #include "hub.h"
 #include "http.h"
+#include "iptable.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
@@ -77,8 +79,16 @@ static void conn_on_close(uv_handle_t *handle)
     conn_unlink(c->w, c);
     sendq_free(&c->out);
     tlsconn_free(c);
+    session_drop_pending(c);
     session_free(c);
+    auth_grant_free(c->grant);
     free(c->req);
+    c->req = NULL;
+    c->grant = NULL;
+    if (c->parsing) {
+        c->zombie = 1; /* the last parse to come back frees it */
+        return;
+    }
     free(c);
 }
 
@@ -107,6 +117,8 @@ static void conn_log_disconnect(struct conn *c, enum segment_disconnect_reason r
     conn_log_begin(&l, c, LOG_INFO, "disconnect");
     log_str(&l, "reason", segment_disconnect_reason_name(reason));
     log_int(&l, "code", code);
+    if (c->close_detail)
+        log_str(&l, "detail", c->close_detail);
     log_double(&l, "duration_s", (double)(clock_now_ns() - c->upgraded_ns) / 1e9);
     log_end(&l);
 }
@@ -123,6 +135,10 @@ void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int 
         segment_connection_release(w->seg, w->slot);
         c->counted = 0;
         conn_log_disconnect(c, reason, code);
+    }
+    if (c->ip_counted) {
+        iptable_release(segment_ips(c->w->seg), c->ip, c->w->slot_index);
+        c->ip_counted = 0;
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
@@ -256,13 +272,22 @@ static void conn_format_remote(struct conn *c)
             struct sockaddr_in *in = (struct sockaddr_in *)&ss;
             uv_ip4_name(in, host, sizeof(host));
             port = ntohs(in->sin_port);
+            c->ip[10] = c->ip[11] = 0xff;
+            memcpy(c->ip + 12, &in->sin_addr, 4);
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
             uv_ip6_name(in6, host, sizeof(host));
             port = ntohs(in6->sin6_port);
+            memcpy(c->ip, &in6->sin6_addr, 16);
         }
     }
     snprintf(c->remote, sizeof(c->remote), "%s:%d", host, port);
+}
+
+void conn_resume_reading(struct conn *c)
+{
+    if (!c->closed && !c->close_after_flush)
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
 void conn_accept(struct worker *w)
@@ -331,6 +356,7 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
     uint64_t handshake_ns = (uint64_t)w->cfg.handshake_timeout * 1000000000ull;
     uint64_t idle_ns = (uint64_t)w->cfg.connection_timeout * 1000000000ull;
     uint64_t ping_ns = (uint64_t)w->cfg.heartbeat_interval * 1000000000ull;
+    int64_t now_ms = clock_wall_ms();
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
         next = c->next;
@@ -348,7 +374,12 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
                 handshake_timed_out(c);
             break;
         case CONN_WS:
-            if (now_ns - c->last_rx_ns > idle_ns)
+            if (c->grant && auth_grant_expired(c->grant, now_ms)) {
+                /* No fresh token came in time ({"type":"auth"}): the
+                 * session's authorisation is over. A policy close. */
+                c->close_detail = "token expired";
+                session_close(c, 1008, "token expired", DISCONNECT_PROTOCOL_ERROR);
+            } else if (now_ns - c->last_rx_ns > idle_ns)
                 session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
             else if (now_ns - c->last_ping_ns >= ping_ns)
                 session_ping(c, now_ns);

@@ -36,6 +36,9 @@ void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int 
  * response (if any) is flushed. */
 void conn_refuse(struct conn *c, enum segment_connection_error error_type);
 
+/* Read again after a pause (queued messages handled). */
+void conn_resume_reading(struct conn *c);
+
 /* Close once everything queued has been written. */
 void conn_close_after_flush(struct conn *c, enum segment_disconnect_reason reason);
 

@@ -2,14 +2,18 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "conn.h"
 #include "endpoints.h"
 #include "http.h"
+#include "iptable.h"
 #include "log.h"
 #include "segment.h"
 #include "session.h"
@@ -76,6 +80,122 @@ static void handshake_bound_kernel_queue(struct conn *c)
         setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
+/* allowed_origins: a browser (it sends Origin) from a page not listed must
+ * not open a session with the user's credentials (cross-site WebSocket
+ * hijacking). Clients that send no Origin are not browsers: allowed. */
+static int handshake_origin_allowed(const struct conn *c)
+{
+    const struct config_list *allowed = &c->w->cfg.allowed_origins;
+    if (allowed->count == 0)
+        return 1;
+    size_t len = 0;
+    const char *origin = http_request_header(c->req, "Origin", &len);
+    if (!origin)
+        return 1;
+    char want[CONFIG_LONGSTR_MAX], have[CONFIG_LONGSTR_MAX];
+    if (http_request_header_count(c->req, "Origin") != 1 ||
+        http_origin_normalize(origin, len, have, sizeof(have)) < 0)
+        return 0;
+    for (uint32_t i = 0; i < allowed->count; i++) {
+        const char *item = allowed->items[i];
+        if (http_origin_normalize(item, strlen(item), want, sizeof(want)) >= 0 &&
+            strcmp(want, have) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Where the token is: Authorization: Bearer, or access_token in the query
+ * (browsers cannot set headers on a WebSocket). One place only (RFC 6750
+ * 2: a client must not use more than one method). Returns 1 with the token
+ * in buf, 0 when there is none, -1 with *why set when the request is
+ * ambiguous or malformed. */
+static int handshake_find_token(const struct conn *c, char *buf, size_t cap, size_t *len,
+                                const char **why)
+{
+    size_t hlen = 0;
+    const char *h = http_request_header(c->req, "Authorization", &hlen);
+    unsigned headers = http_request_header_count(c->req, "Authorization");
+    char query[AUTH_TOKEN_MAX + 1];
+    int nquery = http_request_query_param(c->req, "access_token", query, sizeof(query));
+    if (headers > 1 || nquery > 1) {
+        *why = "more than one token: send exactly one Authorization header or access_token";
+        return -1;
+    }
+    if (h && nquery != 0) {
+        *why = "token given both in Authorization and in access_token; send one";
+        return -1;
+    }
+    if (h) {
+        /* The scheme is case-insensitive (RFC 7235 2.1); trailing
+         * whitespace is already gone, so "Bearer " arrives as "Bearer". */
+        if (hlen < 6 || strncasecmp(h, "Bearer", 6) != 0 ||
+            (hlen > 6 && h[6] != ' ' && h[6] != '\t')) {
+            *why = "Authorization must use the Bearer scheme: Authorization: Bearer <token>";
+            return -1;
+        }
+        h += 6;
+        hlen -= 6;
+        while (hlen && (*h == ' ' || *h == '\t')) {
+            h++;
+            hlen--;
+        }
+        if (hlen >= cap) {
+            *why = auth_status_text(AUTH_MALFORMED);
+            return -1;
+        }
+        memcpy(buf, h, hlen);
+        buf[hlen] = '\0';
+        *len = hlen;
+        return hlen > 0;
+    }
+    if (nquery < 0) {
+        *why = "access_token is too long or badly percent-encoded";
+        return -1;
+    }
+    if (nquery == 0)
+        return 0;
+    size_t qlen = strlen(query);
+    if (qlen >= cap) {
+        *why = auth_status_text(AUTH_MALFORMED);
+        return -1;
+    }
+    memcpy(buf, query, qlen + 1);
+    *len = qlen;
+    return qlen > 0;
+}
+
+/* auth_mode jwt: a valid token or 401 before anything is upgraded. */
+static int handshake_authenticate(struct conn *c, struct auth_grant **grant)
+{
+    struct worker *w = c->w;
+    char token[AUTH_TOKEN_MAX + 1];
+    size_t len = 0;
+    const char *why = NULL;
+    int found = handshake_find_token(c, token, sizeof(token), &len, &why);
+    enum auth_status st = AUTH_MISSING;
+    if (found > 0) {
+        struct auth_policy policy = {
+            .algorithms = w->cfg.jwt_algorithm_mask,
+            .key = &w->auth_key,
+            .issuer = w->cfg.jwt_issuer,
+            .audience = w->cfg.jwt_audience,
+        };
+        st = auth_check_token(&policy, token, len, clock_wall_ms(), grant);
+        why = auth_status_text(st);
+    } else if (found == 0) {
+        why = auth_status_text(AUTH_MISSING);
+    }
+    memset(token, 0, sizeof(token));
+    if (found > 0 && st == AUTH_OK)
+        return 0;
+    const char *challenge = found < 0 ? "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_request\"\r\n"
+                            : found == 0 ? "WWW-Authenticate: Bearer realm=\"wsgate\"\r\n"
+                                         : "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n";
+    handshake_refuse(c, 401, CONN_ERROR_AUTH, challenge, why);
+    return -1;
+}
+
 static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
 {
     struct worker *w = c->w;
@@ -92,12 +212,38 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
                          "this worker is shutting down; reconnect");
         return;
     }
+    if (!handshake_origin_allowed(c)) {
+        handshake_refuse(c, 403, CONN_ERROR_ORIGIN, NULL,
+                         "Origin is not in allowed_origins: this page may not open the gateway");
+        return;
+    }
+    struct auth_grant *grant = NULL;
+    if (w->cfg.auth_mode == CONFIG_AUTH_JWT && handshake_authenticate(c, &grant) < 0)
+        return;
+    struct iptable *ips = segment_ips(w->seg);
+    if (ips) {
+        int r = iptable_acquire(ips, c->ip, w->slot_index, (uint32_t)w->cfg.max_connections_per_ip);
+        if (r == -EBUSY) {
+            auth_grant_free(grant);
+            handshake_refuse(c, 429, CONN_ERROR_CAPACITY, "Retry-After: 1\r\n",
+                             "max_connections_per_ip reached for this client address; close "
+                             "another connection first");
+            return;
+        }
+        c->ip_counted = r == 0;
+    }
     if (segment_connection_reserve(w->seg, w->slot, w->cfg.max_connections) < 0) {
+        auth_grant_free(grant);
+        if (c->ip_counted) {
+            iptable_release(ips, c->ip, w->slot_index);
+            c->ip_counted = 0;
+        }
         handshake_refuse(c, 503, CONN_ERROR_CAPACITY, "Retry-After: 1\r\n",
                          "max_connections reached on this replica; retry later or scale out");
         return;
     }
     c->counted = 1;
+    c->grant = grant;
     c->subprotocol = up.subprotocol ? 1 : 0;
     handshake_bound_kernel_queue(c);
 

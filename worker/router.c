@@ -7,11 +7,21 @@
 
 #include <errno.h>
 
+#include "auth.h"
 #include "clock.h"
+#include "conn.h"
 #include "hub.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "segment.h"
 #include "streamlog.h"
 #include "session.h"
 #include "textbuf.h"
+
+/* At most one log line per connection per this long about refused
+ * requests (the rest are counted in the next line), so a hostile client
+ * cannot flood the logs. */
+#define ROUTER_REFUSAL_LOG_NS (10ull * 1000000000ull)
 
 static char *router_id_json(json_t *id)
 {
@@ -49,11 +59,16 @@ static void router_send(struct conn *c, struct textbuf *b)
     textbuf_free(b);
 }
 
-void router_reply_error(struct conn *c, const char *id_json, const char *code, const char *message)
+/* Refuse a request: an `error` with the code, a message saying what to do,
+ * and the request's id; counted by code. */
+void router_reply_error(struct conn *c, const char *id_json, enum segment_refusal code,
+                        const char *message)
 {
+    segment_counter_add(&c->w->slot->counters.messages_refused[code], 1);
     struct textbuf b;
     textbuf_init(&b, 160);
-    textbuf_appendf(&b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":", code);
+    textbuf_appendf(&b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":",
+                    segment_refusal_name(code));
     json_t *m = json_string(message);
     char *text = m ? json_dumps(m, JSON_ENCODE_ANY) : NULL;
     textbuf_appends(&b, text ? text : "\"\"");
@@ -64,7 +79,8 @@ void router_reply_error(struct conn *c, const char *id_json, const char *code, c
     router_send(c, &b);
 }
 
-static void router_error(struct conn *c, json_t *id, const char *code, const char *message)
+static void router_error(struct conn *c, json_t *id, enum segment_refusal code,
+                         const char *message)
 {
     char *id_json = router_id_json(id);
     router_reply_error(c, id_json, code, message);
@@ -81,6 +97,27 @@ void router_reply_ack(struct conn *c, const char *id_json, const char *stream, s
     textbuf_appendf(&b, ",\"stream\":\"%.*s\",\"seq\":%llu}", (int)len, stream,
                     (unsigned long long)seq);
     router_send(c, &b);
+}
+
+/* Log a refusal that an operator may need to see (permissions, limits),
+ * throttled per connection. Never the stream name (it names a patient),
+ * never the token or the payload. */
+static void router_log_refusal(struct conn *c, enum segment_refusal code, const char *what)
+{
+    uint64_t now = clock_now_ns();
+    if (c->refusal_log_ns && now - c->refusal_log_ns < ROUTER_REFUSAL_LOG_NS) {
+        c->refusals_unlogged++;
+        return;
+    }
+    struct log_line l;
+    conn_log_begin(&l, c, LOG_WARN, "error");
+    log_str(&l, "code", segment_refusal_name(code));
+    log_str(&l, "message", what);
+    if (c->refusals_unlogged)
+        log_int(&l, "refusals_not_logged", c->refusals_unlogged);
+    log_end(&l);
+    c->refusal_log_ns = now;
+    c->refusals_unlogged = 0;
 }
 
 static void router_pong(struct conn *c, json_t *id)
@@ -167,18 +204,19 @@ static int router_raw_member(const char *msg, size_t len, size_t index, const ch
     }
 }
 
+
 /* The `stream` field, checked against PROTOCOL.md's naming rule. */
 static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_t *len)
 {
     json_t *stream = json_object_get(root, "stream");
     if (!json_is_string(stream)) {
-        router_error(c, id, "bad_request", "missing or non-string field \"stream\"");
+        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"stream\"");
         return NULL;
     }
     const char *name = json_string_value(stream);
     *len = json_string_length(stream);
     if (!streamlog_name_valid(name, *len)) {
-        router_error(c, id, "bad_request",
+        router_error(c, id, REFUSED_BAD_REQUEST,
                      "invalid stream name: 1-128 characters of A-Z a-z 0-9 _ . : / -");
         return NULL;
     }
@@ -189,27 +227,31 @@ void router_reply_errno(struct conn *c, const char *id_json, int err)
 {
     switch (err) {
     case -ENOSPC:
-        router_reply_error(c, id_json, "capacity", "max_streams reached on this replica");
+        router_reply_error(c, id_json, REFUSED_CAPACITY, "max_streams reached on this replica");
+        router_log_refusal(c, REFUSED_CAPACITY, "max_streams reached on this replica");
         break;
     case -EMLINK:
-        router_reply_error(c, id_json, "capacity", "max_subscriptions reached on this connection");
+        router_reply_error(c, id_json, REFUSED_CAPACITY,
+                           "max_subscriptions reached on this connection");
+        router_log_refusal(c, REFUSED_CAPACITY, "max_subscriptions reached on this connection");
         break;
     case -EEXIST:
-        router_reply_error(c, id_json, "bad_request", "already subscribed to this stream");
+        router_reply_error(c, id_json, REFUSED_BAD_REQUEST, "already subscribed to this stream");
         break;
     case -ENOENT:
-        router_reply_error(c, id_json, "bad_request", "not subscribed to this stream");
+        router_reply_error(c, id_json, REFUSED_BAD_REQUEST, "not subscribed to this stream");
         break;
     case -E2BIG:
-        router_reply_error(c, id_json, "too_large",
+        router_reply_error(c, id_json, REFUSED_TOO_LARGE,
                            "data larger than a stream's history memory (stream_memory / max_streams)");
         break;
     case -EAGAIN:
-        router_reply_error(c, id_json, "unavailable",
+        router_reply_error(c, id_json, REFUSED_UNAVAILABLE,
                            "the cluster broker for this stream is unreachable: not accepted, retry");
+        router_log_refusal(c, REFUSED_UNAVAILABLE, "cluster broker unreachable");
         break;
     default:
-        router_reply_error(c, id_json, "internal", "the gateway could not complete the request");
+        router_reply_error(c, id_json, REFUSED_INTERNAL, "the gateway could not complete the request");
         break;
     }
 }
@@ -228,10 +270,16 @@ static void router_subscribe(struct conn *c, json_t *root, json_t *id)
     a.stream = router_stream(c, root, id, &a.stream_len);
     if (!a.stream)
         return;
+    if (c->grant && !auth_stream_allowed(c->grant, AUTH_SUBSCRIBE, a.stream, a.stream_len)) {
+        router_error(c, id, REFUSED_FORBIDDEN,
+                     "the token does not grant subscribe on this stream (streams.subscribe)");
+        router_log_refusal(c, REFUSED_FORBIDDEN, "subscribe outside the token's grant");
+        return;
+    }
     json_t *since = json_object_get(root, "since");
     if (since) {
         if (!json_is_integer(since) || json_integer_value(since) < 0) {
-            router_error(c, id, "bad_request", "\"since\" must be a non-negative integer seq");
+            router_error(c, id, REFUSED_BAD_REQUEST, "\"since\" must be a non-negative integer seq");
             return;
         }
         a.has_since = 1;
@@ -240,7 +288,7 @@ static void router_subscribe(struct conn *c, json_t *root, json_t *id)
     json_t *epoch = json_object_get(root, "epoch");
     if (epoch && !json_is_null(epoch)) {
         if (!json_is_string(epoch)) {
-            router_error(c, id, "bad_request", "\"epoch\" must be a string");
+            router_error(c, id, REFUSED_BAD_REQUEST, "\"epoch\" must be a string");
             return;
         }
         a.epoch = json_string_value(epoch);
@@ -279,6 +327,12 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
     const char *name = router_stream(c, root, id, &slen);
     if (!name)
         return;
+    if (c->grant && !auth_stream_allowed(c->grant, AUTH_PUBLISH, name, slen)) {
+        router_error(c, id, REFUSED_FORBIDDEN,
+                     "the token does not grant publish on this stream (streams.publish)");
+        router_log_refusal(c, REFUSED_FORBIDDEN, "publish outside the token's grant");
+        return;
+    }
     size_t index = 0;
     const char *key;
     json_t *value;
@@ -293,7 +347,7 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
     const char *data;
     size_t dlen;
     if (!found || router_raw_member(msg, len, index, &data, &dlen) < 0) {
-        router_error(c, id, "bad_request", "missing field \"data\"");
+        router_error(c, id, REFUSED_BAD_REQUEST, "missing field \"data\"");
         return;
     }
     char *id_json = router_id_json(id);
@@ -306,32 +360,132 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
     free(id_json);
 }
 
-void router_handle(struct conn *c, const char *msg, size_t len)
+/* {"type":"auth","token":T}: replace the connection's token before it
+ * expires. The fresh token must pass every check of the handshake, be for
+ * the same subject, and still grant every stream the connection is
+ * subscribed to (so a refresh never silently ends a subscription); when
+ * refused, the connection keeps its current token. */
+static void router_auth(struct conn *c, json_t *root, json_t *id)
 {
-    json_error_t err;
+    struct worker *w = c->w;
+    json_t *token = json_object_get(root, "token");
+    if (!json_is_string(token)) {
+        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"token\"");
+        return;
+    }
+    struct auth_policy policy = {
+        .algorithms = w->cfg.jwt_algorithm_mask,
+        .key = &w->auth_key,
+        .issuer = w->cfg.jwt_issuer,
+        .audience = w->cfg.jwt_audience,
+    };
+    struct auth_grant *g = NULL;
+    enum auth_status st = auth_check_token(&policy, json_string_value(token),
+                                           json_string_length(token), clock_wall_ms(), &g);
+    if (st != AUTH_OK) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s; the connection keeps its current token",
+                 auth_status_text(st));
+        router_error(c, id, REFUSED_UNAUTHORIZED, why);
+        router_log_refusal(c, REFUSED_UNAUTHORIZED, auth_status_text(st));
+        return;
+    }
+    if (c->grant && !auth_same_subject(c->grant, g)) {
+        auth_grant_free(g);
+        router_error(c, id, REFUSED_FORBIDDEN,
+                     "the fresh token is for a different subject (sub); the connection keeps its "
+                     "current token");
+        router_log_refusal(c, REFUSED_FORBIDDEN, "fresh token for a different subject");
+        return;
+    }
+    for (struct hub_sub *s = c->subs; s; s = s->conn_next) {
+        if (!auth_stream_allowed(g, AUTH_SUBSCRIBE, s->hs->name, s->hs->name_len)) {
+            auth_grant_free(g);
+            router_error(c, id, REFUSED_FORBIDDEN,
+                         "the fresh token does not grant a stream this connection is subscribed "
+                         "to; unsubscribe from it first (the connection keeps its current token)");
+            router_log_refusal(c, REFUSED_FORBIDDEN, "fresh token narrower than the subscriptions");
+            return;
+        }
+    }
+    auth_grant_free(c->grant);
+    c->grant = g;
+    struct textbuf b;
+    textbuf_init(&b, 96);
+    textbuf_appendf(&b, "{\"type\":\"authenticated\",\"exp\":%lld", (long long)g->exp);
+    router_append_id(&b, id);
+    textbuf_append(&b, "}", 1);
+    router_send(c, &b);
+}
+
+/* max_messages_per_second, at the moment a message is handled (its
+ * receive time): 1 to handle it; 0 when refused (rate_limited sent with
+ * the request's id when it had one; past RATELIMIT_ABUSE_REFUSALS in the
+ * window the connection is closed 1008). */
+static int router_admit(struct conn *c, json_t *root)
+{
+    const struct config *cfg = &c->w->cfg;
+    if (ratelimit_take(&c->rate, c->msg_start_ns, (double)cfg->max_messages_per_second,
+                       (double)cfg->message_burst))
+        return 1;
+    json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "more than max_messages_per_second (%lld per second, burst %lld): this message was "
+             "not handled; slow down",
+             (long long)cfg->max_messages_per_second, (long long)cfg->message_burst);
+    router_error(c, id, REFUSED_RATE_LIMITED, why);
+    if (ratelimit_refused(&c->rate, c->msg_start_ns)) {
+        struct log_line l;
+        conn_log_begin(&l, c, LOG_WARN, "error");
+        log_str(&l, "code", "rate_limited");
+        log_int(&l, "refusals", c->rate.refusals);
+        log_str(&l, "message", "client keeps exceeding max_messages_per_second after being told "
+                               "rate_limited; closing it with 1008");
+        log_end(&l);
+        c->close_detail = "rate limit abuse";
+        session_close_policy(c, "rate limit exceeded");
+    } else {
+        router_log_refusal(c, REFUSED_RATE_LIMITED, "more than max_messages_per_second");
+    }
+    return 0;
+}
+
+json_t *router_parse(const char *msg, size_t len, json_error_t *err)
+{
     /* NUL escapes are valid JSON (a publisher's data may hold "\u0000");
      * integers beyond 64 bits are too, so a second pass reads them as
      * reals rather than refusing the message (data is never re-encoded). */
-    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
-    if (!root && strstr(err.text, "too big"))
+    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, err);
+    if (!root && strstr(err->text, "too big"))
         root = json_loadb(msg, len,
-                          JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err);
+                          JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, err);
+    return root;
+}
+
+void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
+                    const json_error_t *err)
+{
+    if (!router_admit(c, root)) {
+        json_decref(root);
+        return;
+    }
     if (!root) {
         char why[200];
-        snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err.text, err.line,
-                 err.column);
-        router_error(c, NULL, "bad_request", why);
+        snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err->text, err->line,
+                 err->column);
+        router_error(c, NULL, REFUSED_BAD_REQUEST, why);
         return;
     }
     if (!json_is_object(root)) {
-        router_error(c, NULL, "bad_request", "a message must be a JSON object");
+        router_error(c, NULL, REFUSED_BAD_REQUEST, "a message must be a JSON object");
         json_decref(root);
         return;
     }
     json_t *id = json_object_get(root, "id");
     json_t *type = json_object_get(root, "type");
     if (!json_is_string(type) || strlen(json_string_value(type)) != json_string_length(type)) {
-        router_error(c, id, "bad_request", "missing or non-string field \"type\"");
+        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"type\"");
     } else {
         const char *t = json_string_value(type);
         if (strcmp(t, "ping") == 0) {
@@ -342,13 +496,22 @@ void router_handle(struct conn *c, const char *msg, size_t len)
             router_subscribe(c, root, id);
         } else if (strcmp(t, "unsubscribe") == 0) {
             router_unsubscribe(c, root, id);
+        } else if (strcmp(t, "auth") == 0 && c->w->cfg.auth_mode == CONFIG_AUTH_JWT) {
+            router_auth(c, root, id);
         } else if (strcmp(t, "auth") == 0) {
-            router_error(c, id, "bad_request",
+            router_error(c, id, REFUSED_BAD_REQUEST,
                          "type \"auth\" is not supported: authentication is not enabled");
         } else {
-            router_error(c, id, "bad_request",
+            router_error(c, id, REFUSED_BAD_REQUEST,
                          "unknown type; expected ping, subscribe, unsubscribe, publish or auth");
         }
     }
     json_decref(root);
+}
+
+void router_handle(struct conn *c, const char *msg, size_t len)
+{
+    json_error_t err;
+    json_t *root = router_parse(msg, len, &err);
+    router_process(c, msg, len, root, &err);
 }

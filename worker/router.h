@@ -9,20 +9,35 @@
 #ifndef WSGATE_ROUTER_H
 #define WSGATE_ROUTER_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "segment-t.h"
 #include "worker-t.h"
 
+/* Parse, admit (max_messages_per_second) and dispatch one message. */
 void router_handle(struct conn *c, const char *msg, size_t len);
 
 /* Replies for requests the hub completes later (cluster mode); id_json is
  * the request's id serialised, or NULL. */
-void router_reply_error(struct conn *c, const char *id_json, const char *code, const char *message);
+void router_reply_error(struct conn *c, const char *id_json, enum segment_refusal code,
+                        const char *message);
 /* The `error` for a negative errno from the hub (capacity, too_large,
  * unavailable, …). */
 void router_reply_errno(struct conn *c, const char *id_json, int err);
 void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
                       uint64_t seq);
+/* The same in two steps, for a message parsed off the loop (session.h):
+ * router_parse touches nothing but its arguments (any thread);
+ * router_process takes the result (root may be NULL: not JSON, err says
+ * why) and owns root from then on. Rate limiting happens in
+ * router_process, at the message's receive time (c->msg_start_ns); a
+ * refused message gets `rate_limited` with its id and is not handled, and
+ * past RATELIMIT_ABUSE_REFUSALS refusals in the window the connection is
+ * closed with 1008. */
+json_t *router_parse(const char *msg, size_t len, json_error_t *err);
+void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
+                    const json_error_t *err);
 
 #endif

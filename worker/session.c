@@ -1,7 +1,11 @@
 #include "session.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -68,6 +72,124 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
     }
 }
 
+/* ---- large messages: parsed off the loop ---- */
+
+static void session_pump(struct conn *c);
+
+static void session_parse_work(uv_work_t *req)
+{
+    struct pending_msg *m = req->data;
+    /* Parsing is bulk work: below the loop threads, which carry every
+     * patient's stream (per-thread nice on Linux). */
+    static __thread int lowered;
+    if (!lowered) {
+        lowered = 1;
+        if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+            lowered = 1; /* best effort */
+    }
+    m->root = router_parse(m->data, m->len, &m->err);
+}
+
+static void session_parse_done(uv_work_t *req, int status)
+{
+    struct pending_msg *m = req->data;
+    struct conn *c = m->conn;
+    m->parsing = 0;
+    c->parsing--;
+    if (m->orphan) {
+        json_decref(m->root);
+        free(m);
+        if (c->zombie && c->parsing == 0)
+            free(c);
+        return;
+    }
+    m->parsed = 1;
+    session_pump(c);
+}
+
+static void session_free_pending(struct pending_msg *m)
+{
+    if (m->parsing) {
+        m->orphan = 1; /* the thread pool still has it */
+        return;
+    }
+    json_decref(m->root);
+    free(m);
+}
+
+void session_drop_pending(struct conn *c)
+{
+    struct pending_msg *m = c->pending_head;
+    while (m) {
+        struct pending_msg *next = m->next;
+        session_free_pending(m);
+        m = next;
+    }
+    c->pending_head = c->pending_tail = NULL;
+}
+
+/* Handle the queue in order: a large message first goes to the thread
+ * pool and the queue waits for it; when the queue is empty the
+ * connection is read again. */
+static void session_pump(struct conn *c)
+{
+    for (struct pending_msg *m; (m = c->pending_head) != NULL;) {
+        if (c->closed || c->state != CONN_WS) {
+            session_drop_pending(c);
+            return;
+        }
+        if (m->len >= SESSION_BIG_MESSAGE && !m->parsed) {
+            if (m->parsing)
+                return;
+            m->work.data = m;
+            if (uv_queue_work(&c->w->loop, &m->work, session_parse_work, session_parse_done) == 0) {
+                m->parsing = 1;
+                c->parsing++;
+                return;
+            }
+            /* no thread pool: parse here */
+            m->root = router_parse(m->data, m->len, &m->err);
+            m->parsed = 1;
+        }
+        c->pending_head = m->next;
+        if (!c->pending_head)
+            c->pending_tail = NULL;
+        c->msg_start_ns = m->received_ns;
+        if (m->parsed) {
+            router_process(c, m->data, m->len, m->root, &m->err);
+            m->root = NULL;
+        } else {
+            router_handle(c, m->data, m->len);
+        }
+        free(m);
+    }
+    /* Reading was stopped when the first message was queued. */
+    if (!c->closed && c->state == CONN_WS)
+        conn_resume_reading(c);
+}
+
+/* Queue a copy of a message behind the ones waiting; reading stops until
+ * the queue is empty, so its length stays bounded (one large message and
+ * what followed it in the same read). */
+static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint64_t now)
+{
+    struct pending_msg *m = calloc(1, sizeof(*m) + len);
+    if (!m)
+        return -1;
+    m->conn = c;
+    m->received_ns = now;
+    m->len = len;
+    memcpy(m->data, msg, len);
+    if (!c->pending_head)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->pending_tail)
+        c->pending_tail->next = m;
+    else
+        c->pending_head = m;
+    c->pending_tail = m;
+    return 0;
+}
+
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                            void *user)
 {
@@ -76,8 +198,18 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
         if (c->state != CONN_WS)
             return;
         segment_counter_add(&c->w->slot->counters.messages_received, 1);
-        c->msg_start_ns = clock_now_ns();
+        uint64_t now = clock_now_ns();
+        if ((c->pending_head || arg->msg_length >= SESSION_BIG_MESSAGE) &&
+            session_enqueue(c, arg->msg, arg->msg_length, now) == 0) {
+            c->in_message = 1;
+            session_pump(c);
+            c->in_message = 0;
+            return;
+        }
+        c->msg_start_ns = now;
+        c->in_message = 1;
         router_handle(c, (const char *)arg->msg, arg->msg_length);
+        c->in_message = 0;
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -116,7 +248,7 @@ void session_apply_limits(struct conn *c)
 void session_release_if_idle(struct conn *c)
 {
     wslay_event_context_ptr ws = c->ws;
-    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush ||
+    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush || c->pending_head ||
         !framescan_idle(&c->scan) || wslay_event_want_write(ws) ||
         wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
         !wslay_event_get_read_enabled(ws))
@@ -139,6 +271,7 @@ static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
     case 1002:
     case 1003:
     case 1007:
+    case 1008:
         return DISCONNECT_PROTOCOL_ERROR;
     case 1009:
         return DISCONNECT_TOO_LARGE;
@@ -321,6 +454,23 @@ void session_close_slow_consumer(struct conn *c)
     log_end(&l);
     sendq_drop_unsent(&c->out);
     session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);
+}
+
+void session_close_policy(struct conn *c, const char *why)
+{
+    if (c->state != CONN_WS || c->closed)
+        return;
+    if (!c->in_message) {
+        /* A message parsed off the loop: outside wslay, a plain close. */
+        session_close(c, 1008, why, DISCONNECT_PROTOCOL_ERROR);
+        return;
+    }
+    if (!c->ws || wslay_event_get_close_sent(c->ws))
+        return;
+    /* Like a protocol violation: wslay sends the close after this
+     * callback, and session_after_io() closes without waiting. */
+    wslay_event_queue_close(c->ws, 1008, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->ws);
 }
 
 void session_ping(struct conn *c, uint64_t now_ns)

@@ -18,6 +18,15 @@
 
 #include "worker-t.h"
 
+/* Messages of SESSION_BIG_MESSAGE bytes or more are parsed on libuv's
+ * thread pool (at a lower thread priority), not on the loop: jansson takes
+ * ~12 ms per MiB, and a burst of maximum-size messages must not hold up
+ * every other patient's stream. The connection stops being read until its
+ * queue of waiting messages is empty, so messages stay in order and the
+ * queue stays short; everything but the parse (rate limit, dispatch,
+ * replies) happens on the loop, in order. */
+#define SESSION_BIG_MESSAGE 65536
+
 int session_start(struct conn *c);
 void session_feed(struct conn *c, const uint8_t *data, size_t len);
 void session_free(struct conn *c);
@@ -35,12 +44,19 @@ void session_close(struct conn *c, uint16_t code, const char *text,
 void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
                        enum segment_disconnect_reason reason);
 void session_close_slow_consumer(struct conn *c);
+/* From inside a message callback: close with 1008 (policy violation) and
+ * read nothing more; the connection goes once the close frame is out. */
+void session_close_policy(struct conn *c, const char *why);
 void session_ping(struct conn *c, uint64_t now_ns);
 
 /* Free the wslay context of a connection that sits between frames with
  * nothing queued (about 8.6 KiB each); the next bytes bring a new one.
  * Called for connections quiet for a while, so busy ones keep theirs. */
 void session_release_if_idle(struct conn *c);
+
+/* The connection is going: drop its waiting messages (one still on the
+ * thread pool is freed when it comes back). */
+void session_drop_pending(struct conn *c);
 
 /* Apply a new max_message_size to a live session. */
 void session_apply_limits(struct conn *c);

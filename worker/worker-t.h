@@ -9,12 +9,15 @@
 #define WSGATE_WORKER_T_H
 
 #include <openssl/ssl.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <uv.h>
 #include <wslay/wslay.h>
 
+#include "auth-t.h"
 #include "config-t.h"
 #include "http-t.h"
+#include "ratelimit.h"
 #include "segment-t.h"
 #include "streamlog-t.h"
 
@@ -76,6 +79,23 @@ struct hub_pub;
 struct broker_set;
 struct sendq_frame;
 
+/* A client message waiting its turn: a large one is parsed on libuv's
+ * thread pool meanwhile, and the connection is not read until its queue
+ * is empty (see session.h). */
+struct pending_msg {
+    struct pending_msg *next;
+    struct conn *conn;
+    uv_work_t work;
+    json_t *root;               /* parse result (NULL: not JSON, see err) */
+    json_error_t err;
+    uint64_t received_ns;
+    unsigned parsing : 1;       /* on the thread pool */
+    unsigned parsed : 1;
+    unsigned orphan : 1;        /* its connection is gone: free on completion */
+    size_t len;
+    char data[];
+};
+
 /* Where a client's byte stream stands between frames (see framescan.h). */
 struct framescan {
     uint8_t hdr[14];
@@ -119,6 +139,17 @@ struct conn {
     struct hub_sub *subs;           /* this connection's subscriptions */
     uint32_t nsubs;
     struct hub_pub *pubs;           /* publishes waiting for the broker */
+    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
+    struct ratelimit rate;          /* max_messages_per_second bucket */
+    uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
+    uint32_t refusals_unlogged;     /* refusals since that line */
+    unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
+    unsigned in_message : 1;        /* inside wslay's message callback */
+    unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    uint32_t parsing;               /* messages of this connection on the thread pool */
+    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
+    const char *close_detail;       /* why we closed, for the disconnect log (static text) */
+    uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
     char remote[56];
 };
 
@@ -234,6 +265,10 @@ struct worker {
     /* Every read is consumed before its callback returns. With TLS it is
      * also where plaintext is decrypted to (the ciphertext is in the read
      * BIO by then) and where outgoing ciphertext is staged in a flush. */
+    int64_t trim_peak_conns;         /* most connections since the heap was last trimmed */
+    uint64_t trim_last_ns;
+    struct auth_keystore *keys;      /* the master's token key */
+    struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];
 };
 

@@ -1,11 +1,13 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "broker.h"
 #include "conn.h"
@@ -21,15 +23,40 @@
 
 static void worker_apply_config(struct worker *w)
 {
+    int had_auth = w->cfg.auth_mode == CONFIG_AUTH_JWT;
     uint64_t gen = segment_read_config(w->seg, &w->cfg);
     w->cfg_generation = gen;
     log_configure(w->cfg.log_format, w->cfg.log_level);
     if (w->tls_ctx)
         tlsconn_ctx_refresh(w);
+    /* The master publishes the key before the generation: a new
+     * generation is the moment to pick up a rotated key. */
+    int auth = w->cfg.auth_mode == CONFIG_AUTH_JWT;
+    if (auth)
+        auth_keystore_read(w->keys, &w->auth_key);
+    else if (w->auth_key.kind != AUTH_KEY_NONE)
+        auth_key_clear(&w->auth_key);
+    int closed = 0;
     for (struct conn *c = w->conns; c; c = c->next) {
-        if (!c->closed && c->ws)
+        if (c->closed)
+            continue;
+        if (c->ws)
             session_apply_limits(c);
+        if (auth && !had_auth && c->state == CONN_WS && !c->grant) {
+            /* Authentication was just turned on: a session that never
+             * showed a token must not keep reading patient streams. */
+            c->close_detail = "authentication required";
+            session_close(c, 1008, "authentication required", DISCONNECT_PROTOCOL_ERROR);
+            closed++;
+        } else if (!auth && c->grant) {
+            auth_grant_free(c->grant);
+            c->grant = NULL;
+        }
     }
+    if (closed)
+        log_msg(LOG_WARN, "reload",
+                "auth_mode is now jwt: closed %d unauthenticated connection(s) with 1008; "
+                "they reconnect with a token", closed);
     atomic_store(&w->slot->config_generation, gen);
 }
 
@@ -88,15 +115,39 @@ static void worker_finish_drain(struct worker *w, uint64_t now)
     uv_stop(&w->loop);
 }
 
+/* Give freed heap back to the kernel once the connection count has fallen
+ * well below its peak (an attack or a reconnect storm is over): glibc
+ * keeps freed small blocks (wslay contexts, queues, parsed messages)
+ * otherwise, and a worker's RSS would stay at its high-water mark. At most
+ * every 2 s, and only after a peak of 64 connections or more. */
+#define WORKER_TRIM_EVERY_NS (2ull * 1000000000ull)
+
+static void worker_maybe_trim(struct worker *w, uint64_t now)
+{
+    int64_t live = atomic_load_explicit(&w->slot->connections, memory_order_relaxed);
+    if (live > w->trim_peak_conns)
+        w->trim_peak_conns = live;
+    if (now - w->trim_last_ns < WORKER_TRIM_EVERY_NS || w->trim_peak_conns < 64 ||
+        live > w->trim_peak_conns / 2)
+        return;
+    malloc_trim(0);
+    w->trim_last_ns = now;
+    w->trim_peak_conns = live;
+}
+
 static void worker_on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    uint64_t now = clock_now_ns();
     if (atomic_load(&w->seg->config_generation) != w->cfg_generation)
         worker_apply_config(w);
+    /* Read after applying the config: applying may close connections,
+     * stamping them later than an earlier `now` (and the sweep's
+     * unsigned differences must not go negative). */
+    uint64_t now = clock_now_ns();
     conn_sweep(w, now);
     hub_sweep(w, now);
     broker_sweep(w, now);
+    worker_maybe_trim(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
@@ -153,7 +204,8 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_pair *tls)
+int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int listen_fd,
+                const struct tls_pair *tls)
 {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -166,6 +218,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_p
         return 1;
     }
     w->seg = seg;
+    w->keys = keys;
     w->slot_index = slot;
     w->slot = segment_worker_slot(seg, slot);
     uv_loop_init(&w->loop);
@@ -231,6 +284,7 @@ int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_p
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     tlsconn_ctx_free(w);
+    auth_key_clear(&w->auth_key);
     free(w);
     return 0;
 }

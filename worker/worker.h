@@ -14,11 +14,14 @@
 #ifndef WSGATE_WORKER_H
 #define WSGATE_WORKER_H
 
+#include "auth-t.h"
 #include "segment-t.h"
 #include "tls-t.h"
 
 /* `tls` is the certificate and key the master validated for the current
- * config generation (inherited across fork), or NULL when TLS is off. */
-int worker_main(struct segment *seg, int slot, int listen_fd, const struct tls_pair *tls);
+ * config generation (inherited across fork), or NULL when TLS is off.
+ * `keys` is the master's token key store (read on every config generation). */
+int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int listen_fd,
+                const struct tls_pair *tls);
 
 #endif

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 
 #ifndef WSGATE_SOURCE_ROOT
@@ -117,6 +118,18 @@ static void expect_defaults(const struct config *cfg)
     ck_assert_int_eq(cfg->max_pool_size, 1000);
     ck_assert_int_eq(cfg->pool_timeout, 30);
     ck_assert_int_eq(cfg->max_idle_time, 300);
+    ck_assert_int_eq(cfg->max_messages_per_second, 100);
+    ck_assert_int_eq(cfg->message_burst, 200);
+    ck_assert_int_eq(cfg->max_connections_per_ip, 0);
+    ck_assert_uint_eq(cfg->allowed_origins.count, 0);
+    ck_assert_str_eq(cfg->auth_mode_name, "none");
+    ck_assert_int_eq(cfg->auth_mode, CONFIG_AUTH_NONE);
+    ck_assert_uint_eq(cfg->jwt_algorithms.count, 1);
+    ck_assert_str_eq(cfg->jwt_algorithms.items[0], "HS256");
+    ck_assert_uint_eq(cfg->jwt_algorithm_mask, AUTH_ALG_HS256);
+    ck_assert_str_eq(cfg->jwt_key_file, "");
+    ck_assert_str_eq(cfg->jwt_issuer, "");
+    ck_assert_str_eq(cfg->jwt_audience, "");
 }
 
 /* ---- defaults and valid files ---- */
@@ -316,6 +329,9 @@ START_TEST(shipped_files_state_every_key)
         "heartbeat_interval", "connection_timeout", "handshake_timeout", "max_message_size",
         "max_send_buffer", "history_size", "shutdown_timeout", "drain_window", "environment",
         "log_format", "log_level", "tls_cert_file", "tls_key_file", "tls_min_version",
+        "max_messages_per_second", "message_burst",
+        "max_connections_per_ip", "allowed_origins", "auth_mode", "jwt_algorithms", "jwt_key_file",
+        "jwt_issuer", "jwt_audience",
     };
     static const char *const pool_keys[] = {"max_pool_size", "pool_timeout", "max_idle_time"};
     char text[8192];
@@ -595,6 +611,132 @@ END_TEST
 
 /* ---- restart keys ---- */
 
+/* ---- lists, auth and limits (issue 7) ---- */
+
+START_TEST(string_lists_parse)
+{
+    struct config cfg;
+    char err[512];
+    ck_assert_int_eq(parse("allowed_origins: [\"https://dash.example\", \"http://localhost:3000\"]\n"
+                           "jwt_algorithms: [\"RS256\", \"ES256\"]\n",
+                           &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.allowed_origins.count, 2);
+    ck_assert_str_eq(cfg.allowed_origins.items[0], "https://dash.example");
+    ck_assert_str_eq(cfg.allowed_origins.items[1], "http://localhost:3000");
+    ck_assert_uint_eq(cfg.jwt_algorithm_mask, AUTH_ALG_RS256 | AUTH_ALG_ES256);
+    /* empty list, and the libconfig spelling with '=' and ';' */
+    ck_assert_int_eq(parse("allowed_origins = [];\n", &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.allowed_origins.count, 0);
+    /* a later file value replaces the list, it does not append */
+    ck_assert_int_eq(parse("jwt_algorithms: [\"ES256\"]\n", &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.jwt_algorithms.count, 1);
+    ck_assert_uint_eq(cfg.jwt_algorithm_mask, AUTH_ALG_ES256);
+    /* as many items as allowed */
+    char text[4096] = "allowed_origins: [";
+    for (int i = 0; i < CONFIG_LIST_MAX; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s\"http://h%d.example\"",
+                 i ? ", " : "", i);
+    strcat(text, "]\n");
+    ck_assert_int_eq(parse(text, &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.allowed_origins.count, CONFIG_LIST_MAX);
+}
+END_TEST
+
+START_TEST(string_list_errors_name_the_key)
+{
+    expect_error("log_level: \"info\"\nallowed_origins: \"https://a.example\"\n", 2,
+                 "allowed_origins", "expected a list");
+    expect_error("allowed_origins: [1, 2]\n", 1, "allowed_origins", "expected a list");
+    expect_error("allowed_origins: [\"https://a.example/path\"]\n", 1, "allowed_origins",
+                 "not an origin");
+    expect_error("allowed_origins: [\"\"]\n", 1, "allowed_origins", "length");
+    expect_error("jwt_algorithms: [\"HS512\"]\n", 1, "jwt_algorithms", "not one of the allowed");
+    expect_error("jwt_algorithms: [\"none\"]\n", 1, "jwt_algorithms", "not one of the allowed");
+    expect_error("jwt_algorithms: []\n", 1, "jwt_algorithms", "out of range");
+    char text[4096] = "allowed_origins: [";
+    for (int i = 0; i <= CONFIG_LIST_MAX; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s\"http://h%d.example\"",
+                 i ? ", " : "", i);
+    strcat(text, "]\n");
+    expect_error(text, 1, "allowed_origins", "out of range");
+}
+END_TEST
+
+START_TEST(auth_and_limit_keys_checked)
+{
+    expect_error("auth_mode: \"basic\"\n", 1, "auth_mode", "not one of the allowed");
+    expect_error("workers: 2\nauth_mode: \"jwt\"\n", 2, "jwt_key_file", "required when auth_mode");
+    expect_error("max_messages_per_second: -1\n", 1, "max_messages_per_second", "out of range");
+    expect_error("message_burst: 0\n", 1, "message_burst", "out of range");
+    expect_error("max_connections_per_ip: -1\n", 1, "max_connections_per_ip", "out of range");
+    struct config cfg;
+    char err[512];
+    ck_assert_int_eq(parse("auth_mode: \"jwt\"\njwt_key_file: \"k\"\njwt_issuer: "
+                           "\"https://auth.example/realms/clinical\"\njwt_audience: \"wsgate\"\n"
+                           "max_messages_per_second: 0\nmax_connections_per_ip: 20\n",
+                           &cfg, err, sizeof(err)), 0);
+    ck_assert_int_eq(cfg.auth_mode, CONFIG_AUTH_JWT);
+    ck_assert_str_eq(cfg.jwt_issuer, "https://auth.example/realms/clinical");
+    ck_assert_str_eq(cfg.jwt_audience, "wsgate");
+    ck_assert_int_eq(cfg.max_messages_per_second, 0);
+    ck_assert_int_eq(cfg.max_connections_per_ip, 20);
+    ck_assert_int_eq(cfg.jwt_key_file_line, 2);
+}
+END_TEST
+
+START_TEST(jwt_key_file_loaded_relative_to_the_config)
+{
+    write_file("auth", "hmac.secret", "0123456789abcdef0123456789abcdef0123\n");
+    const char *path = write_file("auth", "websocket.yaml",
+                                  "auth_mode: \"jwt\"\njwt_key_file: \"hmac.secret\"\n");
+    struct config cfg;
+    char err[512] = "";
+    ck_assert_msg(config_load(path, &cfg, err, sizeof(err)) == 0, "%s", err);
+    char want[600];
+    snprintf(want, sizeof(want), "%s/auth/hmac.secret", tmp_root);
+    ck_assert_str_eq(cfg.jwt_key_file, want);
+    /* an absolute path stays as it is */
+    char text[800];
+    snprintf(text, sizeof(text), "auth_mode: \"jwt\"\njwt_key_file: \"%s\"\n", want);
+    path = write_file("auth2", "websocket.yaml", text);
+    ck_assert_msg(config_load(path, &cfg, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_str_eq(cfg.jwt_key_file, want);
+}
+END_TEST
+
+START_TEST(jwt_key_file_problems_name_the_key)
+{
+    char err[512];
+    struct config cfg;
+    const char *path = write_file("nokey", "websocket.yaml",
+                                  "auth_mode: \"jwt\"\n\njwt_key_file: \"missing.secret\"\n");
+    ck_assert_int_lt(config_load(path, &cfg, err, sizeof(err)), 0);
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "%s:3: key 'jwt_key_file': ", path);
+    ck_assert_msg(strncmp(err, prefix, strlen(prefix)) == 0, "%s", err);
+    ck_assert_ptr_nonnull(strstr(err, "missing.secret"));
+
+    write_file("short", "hmac.secret", "short-secret\n");
+    path = write_file("short", "websocket.yaml", "auth_mode: \"jwt\"\njwt_key_file: \"hmac.secret\"\n");
+    ck_assert_int_lt(config_load(path, &cfg, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(err, "key 'jwt_key_file'"));
+    ck_assert_ptr_nonnull(strstr(err, "at least 32"));
+    ck_assert_ptr_null(strstr(err, "short-secret")); /* the secret is never echoed */
+
+    /* an HMAC secret while only RS256 is accepted */
+    write_file("alg", "hmac.secret", "0123456789abcdef0123456789abcdef0123\n");
+    path = write_file("alg", "websocket.yaml",
+                      "auth_mode: \"jwt\"\njwt_algorithms: [\"RS256\"]\njwt_key_file: \"hmac.secret\"\n");
+    ck_assert_int_lt(config_load(path, &cfg, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(err, "key 'jwt_key_file'"));
+    ck_assert_ptr_nonnull(strstr(err, "HS256"));
+
+    /* with auth_mode none the key file is not read at all */
+    path = write_file("off", "websocket.yaml", "jwt_key_file: \"missing.secret\"\n");
+    ck_assert_int_eq(config_load(path, &cfg, err, sizeof(err)), 0);
+}
+END_TEST
+
 START_TEST(restart_key_changed_reports_port_and_bind_address)
 {
     struct config a, b;
@@ -733,6 +875,11 @@ static Suite *config_suite(void)
     tcase_add_test(tc, tls_min_version_choices);
     tcase_add_test(tc, tls_on_off_is_a_restart_key_a_new_pair_is_not);
     tcase_add_test(tc, key_line_finds_a_key_in_a_file);
+    tcase_add_test(tc, string_lists_parse);
+    tcase_add_test(tc, string_list_errors_name_the_key);
+    tcase_add_test(tc, auth_and_limit_keys_checked);
+    tcase_add_test(tc, jwt_key_file_loaded_relative_to_the_config);
+    tcase_add_test(tc, jwt_key_file_problems_name_the_key);
     suite_add_tcase(s, tc);
     return s;
 }

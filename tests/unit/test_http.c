@@ -3,7 +3,8 @@
  * reading a request head fed whole, byte by byte and split at every offset,
  * limits (8 KiB, 64 headers), malformed input, bytes after the head left
  * unconsumed, header lookup and token lists, every status of
- * http_ws_validate, http_request_path and http_format_head.
+ * http_ws_validate, http_request_path and http_format_head, query
+ * parameters (access_token) and origin normalisation (allowed_origins).
  */
 #include <check.h>
 #include <stdio.h>
@@ -664,6 +665,68 @@ static const char *path_of(const char *target, size_t outlen)
     return out;
 }
 
+/* (count, value) of a query parameter in a request target. */
+static int param_of(const char *target, const char *name, char *out, size_t outlen)
+{
+    static struct http_request req;
+    char text[1024];
+    snprintf(text, sizeof(text), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", target);
+    feed_whole(&req, text);
+    out[0] = '\0';
+    return http_request_query_param(&req, name, out, outlen);
+}
+
+START_TEST(query_param_found_decoded_and_counted)
+{
+    char v[64];
+    ck_assert_int_eq(param_of("/ws?access_token=abc.def-_", "access_token", v, sizeof(v)), 1);
+    ck_assert_str_eq(v, "abc.def-_");
+    ck_assert_int_eq(param_of("/ws?x=1&access_token=a%2Eb&y", "access_token", v, sizeof(v)), 1);
+    ck_assert_str_eq(v, "a.b");
+    ck_assert_int_eq(param_of("/ws?access_token=", "access_token", v, sizeof(v)), 1);
+    ck_assert_str_eq(v, "");
+    ck_assert_int_eq(param_of("/ws?access_token", "access_token", v, sizeof(v)), 1);
+    ck_assert_int_eq(param_of("/ws?access_token=a&access_token=b", "access_token", v, sizeof(v)), 2);
+    ck_assert_str_eq(v, "a");
+    ck_assert_int_eq(param_of("/ws", "access_token", v, sizeof(v)), 0);
+    ck_assert_int_eq(param_of("/ws?xaccess_token=a&access_tokenx=b", "access_token", v, sizeof(v)),
+                     0);
+    ck_assert_int_eq(param_of("/ws?a=1#access_token=b", "access_token", v, sizeof(v)), 0);
+    ck_assert_int_eq(param_of("/ws?access_token=a%2", "access_token", v, sizeof(v)), -1);
+    ck_assert_int_eq(param_of("/ws?access_token=a%zz", "access_token", v, sizeof(v)), -1);
+    ck_assert_int_eq(param_of("/ws?access_token=0123456789", "access_token", v, 5), -1);
+}
+END_TEST
+
+static const char *origin(const char *in)
+{
+    static char out[128];
+    return http_origin_normalize(in, strlen(in), out, sizeof(out)) < 0 ? NULL : out;
+}
+
+START_TEST(origin_normalised)
+{
+    ck_assert_str_eq(origin("https://dash.vitalstream.com"), "https://dash.vitalstream.com");
+    ck_assert_str_eq(origin("HTTPS://Dash.VitalStream.COM"), "https://dash.vitalstream.com");
+    ck_assert_str_eq(origin("https://dash.example:443"), "https://dash.example");
+    ck_assert_str_eq(origin("http://dash.example:80"), "http://dash.example");
+    ck_assert_str_eq(origin("http://dash.example:443"), "http://dash.example:443");
+    ck_assert_str_eq(origin("https://dash.example:8443"), "https://dash.example:8443");
+    ck_assert_str_eq(origin("http://127.0.0.1:3000"), "http://127.0.0.1:3000");
+    ck_assert_str_eq(origin("http://[::1]:3000"), "http://[::1]:3000");
+    const char *bad[] = {"null", "", "dash.example", "https://", "https://dash.example/",
+                         "https://dash.example/path", "https://user@dash.example",
+                         "https://dash.example:", "https://dash.example:0",
+                         "https://dash.example:65536", "https://dash.example:12a",
+                         "https://dash example", "://dash.example", "1http://x",
+                         "https://dash.example?x=1", "http://[::1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(origin(bad[i]) == NULL, "%s accepted as %s", bad[i], origin(bad[i]));
+    char small[8];
+    ck_assert_int_lt(http_origin_normalize("https://dash.example", 20, small, sizeof(small)), 0);
+}
+END_TEST
+
 START_TEST(request_path_strips_query)
 {
     ck_assert_str_eq(path_of("/ws?access_token=abc.def", 256), "/ws");
@@ -808,6 +871,8 @@ static Suite *http_suite(void)
 
     tc = tcase_create("format");
     tcase_add_test(tc, request_path_strips_query);
+    tcase_add_test(tc, query_param_found_decoded_and_counted);
+    tcase_add_test(tc, origin_normalised);
     tcase_add_test(tc, request_path_truncated_to_buffer);
     tcase_add_test(tc, request_path_of_split_url);
     tcase_add_test(tc, format_head_exact_bytes);
