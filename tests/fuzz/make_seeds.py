@@ -14,6 +14,7 @@ fuzz_session input format (see fuzz_session.c): a sequence of records,
     0x00 + K               the worker's sweep at now + 2*K seconds
 after the harness's own valid upgrade head.
 """
+import json
 import os
 import shutil
 import struct
@@ -362,6 +363,54 @@ def session_seeds():
     return s
 
 
+JWT_SECRET = b"fuzz-secret-of-at-least-thirty-two-bytes"  # fuzz_jwt.c's key
+JWT_NOW = 1800000000  # fuzz_jwt.c's time, in seconds
+
+
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def jwt(claims, header=None, secret=JWT_SECRET, raw_payload=None):
+    import hashlib
+    import hmac
+    head = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(raw_payload if raw_payload is not None else json.dumps(claims).encode())
+    sig = b64url(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
+    return head + b"." + body + b"." + sig
+
+
+def jwt_seeds():
+    good = {"sub": "nurse-7", "iss": "https://idp.vitalstream.test", "aud": "wsgate",
+            "exp": JWT_NOW + 600,
+            "streams": {"subscribe": ["patient/4711/*", "ward/3"], "publish": ["patient/4711/ecg"]}}
+    seeds = {
+        "valid": jwt(good),
+        "valid-aud-array": jwt(dict(good, aud=["other", "wsgate"])),
+        "valid-no-streams": jwt({k: v for k, v in good.items() if k != "streams"}),
+        "valid-nbf": jwt(dict(good, nbf=JWT_NOW - 10)),
+        "expired": jwt(dict(good, exp=JWT_NOW - 1)),
+        "not-yet": jwt(dict(good, nbf=JWT_NOW + 100)),
+        "no-exp": jwt({k: v for k, v in good.items() if k != "exp"}),
+        "wrong-iss": jwt(dict(good, iss="https://evil.test")),
+        "wrong-aud": jwt(dict(good, aud="other")),
+        "wrong-secret": jwt(good, secret=b"x" * 40),
+        "alg-none": jwt(good, header={"alg": "none"}).rsplit(b".", 1)[0] + b".",
+        "alg-rs256": jwt(good, header={"alg": "RS256"}),
+        "crit": jwt(good, header={"alg": "HS256", "crit": ["exp"]}),
+        "duplicate-member": jwt(None, raw_payload=b'{"exp":1,"exp":%d}' % (JWT_NOW + 9)),
+        "bad-pattern": jwt(dict(good, streams={"subscribe": ["*", "a/*/b"]})),
+        "sub-number": jwt(dict(good, sub=7)),
+        "streams-not-object": jwt(dict(good, streams=["x"])),
+        "two-parts": b"aGVsbG8.d29ybGQ",
+        "not-base64": b"!!!.???.***",
+        "empty": b"",
+        "pattern-vs-name": b"patient/4711/*patient/4711/ecg",
+    }
+    return seeds
+
+
 def write_corpus(target, seeds):
     d = os.path.join(CORPUS, target)
     if os.path.isdir(d):
@@ -378,6 +427,7 @@ def main():
     write_corpus("fuzz_config", config_seeds())
     write_corpus("fuzz_router", router_seeds())
     write_corpus("fuzz_session", session_seeds())
+    write_corpus("fuzz_jwt", jwt_seeds())
 
 
 if __name__ == "__main__":
