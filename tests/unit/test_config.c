@@ -118,8 +118,8 @@ static void expect_defaults(const struct config *cfg)
     ck_assert_int_eq(cfg->max_pool_size, 1000);
     ck_assert_int_eq(cfg->pool_timeout, 30);
     ck_assert_int_eq(cfg->max_idle_time, 300);
-    ck_assert_int_eq(cfg->max_messages_per_second, 100);
-    ck_assert_int_eq(cfg->message_burst, 200);
+    ck_assert_int_eq(cfg->max_messages_per_second, 10000);
+    ck_assert_int_eq(cfg->message_burst, 20000);
     ck_assert_int_eq(cfg->max_connections_per_ip, 0);
     ck_assert_uint_eq(cfg->allowed_origins.count, 0);
     ck_assert_str_eq(cfg->auth_mode_name, "none");
