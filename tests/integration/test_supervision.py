@@ -753,3 +753,60 @@ def test_second_sigterm_stops_at_once(gateway_factory):
     assert not pids_with_arg(gw.config_path)
     assert not os.path.exists(shm_path(gw.port))
     assert any("second" in l.get("message", "") for l in gw.logs() if l.get("event") == "shutdown")
+
+
+def test_sighup_under_stream_traffic_loses_nothing(gateway_factory):
+    """Issue 4's reload under live traffic: 50 subscribers on both workers,
+    a publisher streaming, SIGHUP changing live settings mid-stream: no
+    connection closes, every subscriber gets every seq once, in order, and
+    the new settings are in force afterwards."""
+    gw = gateway_factory({"workers": 2, "max_message_size": 65536, "heartbeat_interval": 600,
+                          "environment": "before"})
+    stream = "patient/reload/ecg"
+
+    async def go():
+        subs = []
+        for i in range(50):
+            ws = await websockets.connect(gw.ws_url, open_timeout=10 * SLOW)
+            await ws.send(json.dumps({"type": "subscribe", "stream": stream, "id": i}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            subs.append(ws)
+        pub = await websockets.connect(gw.ws_url)
+        acked = []
+        t0 = time.monotonic()
+        reloaded = False
+        while time.monotonic() - t0 < 3 * SLOW:
+            if not reloaded and time.monotonic() - t0 > 1 * SLOW:
+                cfg = dict(gw.config, max_message_size=2048, heartbeat_interval=300,
+                           environment="after")
+                gw.write_config(cfg)
+                gw.signal(signal.SIGHUP)
+                reloaded = True
+            await pub.send(json.dumps({"type": "publish", "stream": stream, "id": len(acked),
+                                       "data": {"n": len(acked)}}))
+            reply = json.loads(await asyncio.wait_for(pub.recv(), 5 * SLOW))
+            assert reply["type"] == "ack", reply
+            acked.append(reply["seq"])
+            await asyncio.sleep(0.002)
+        assert acked == list(range(1, len(acked) + 1))
+        for ws in subs:
+            seqs = []
+            while len(seqs) < len(acked):
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10 * SLOW))
+                assert msg["type"] == "message", msg
+                seqs.append(msg["seq"])
+            assert seqs == acked
+        # The lowered max_message_size holds on an old connection: 1009.
+        await pub.send(json.dumps({"type": "ping", "id": "x" * 4000}))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(pub.recv(), 5 * SLOW)
+        assert closed.value.rcvd.code == 1009
+        for ws in subs:
+            await ws.close()
+    asyncio.run(go())
+    samples = gw.metrics()
+    assert metric(samples, "websocket_config_reloads_total", result="success") == 1
+    assert metric(samples, "websocket_disconnections_total", environment="after",
+                  reason="too_large") == 1
+    for reason in ("reload", "error", "protocol_error", "timeout", "slow_consumer"):
+        assert metric(samples, "websocket_disconnections_total", reason=reason) == 0, reason
