@@ -445,6 +445,9 @@ static void broker_answer(struct worker *w, struct broker *br, struct broker_req
         segment_counter_add(&ctr->latency_bucket[segment_latency_bucket(ns)], 1);
         segment_counter_add(&ctr->latency_sum_ns, ns);
         segment_counter_add(&ctr->latency_count, 1);
+    }
+    if (req->kind == BROKER_REQ_PUBLISH || req->kind == BROKER_REQ_HEAD) {
+        /* Both scripts answer {seq, epoch}; the callbacks share a type. */
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
             reply->element[0]->type == REDIS_REPLY_INTEGER &&
             reply->element[1]->type == REDIS_REPLY_STRING) {
@@ -452,16 +455,6 @@ static void broker_answer(struct worker *w, struct broker *br, struct broker_req
             snprintf(epoch, sizeof(epoch), "%.*s", (int)reply->element[1]->len,
                      reply->element[1]->str);
             ((broker_publish_cb)req->cb)(req->arg, 0, (uint64_t)reply->element[0]->integer, epoch);
-            return;
-        }
-    } else if (req->kind == BROKER_REQ_HEAD) {
-        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-            reply->element[0]->type == REDIS_REPLY_INTEGER &&
-            reply->element[1]->type == REDIS_REPLY_STRING) {
-            char epoch[BROKER_EPOCH_MAX + 1];
-            snprintf(epoch, sizeof(epoch), "%.*s", (int)reply->element[1]->len,
-                     reply->element[1]->str);
-            ((broker_head_cb)req->cb)(req->arg, 0, (uint64_t)reply->element[0]->integer, epoch);
             return;
         }
     } else if (reply->type == REDIS_REPLY_ARRAY) {

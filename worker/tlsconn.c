@@ -56,12 +56,8 @@ void tlsconn_free(struct conn *c)
 
 static void tlsconn_log_error(struct conn *c, const char *tls_error, const char *message)
 {
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_WARN, "error");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_WARN, "error");
     log_str(&l, "error_type", "tls");
     if (tls_error)
         log_str(&l, "tls_error", tls_error);
@@ -105,12 +101,8 @@ static void tlsconn_log_established(struct conn *c)
     char proto[32];
     snprintf(proto, sizeof(proto), "%.*s", (int)alpn_len, alpn ? (const char *)alpn : "");
     const char *sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_DEBUG, "tls");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_DEBUG, "tls");
     log_str(&l, "version", SSL_get_version(t->ssl));
     log_str(&l, "cipher", SSL_get_cipher_name(t->ssl));
     log_str(&l, "alpn", proto);
@@ -135,12 +127,8 @@ static void tlsconn_session_failed(struct conn *c)
         conn_refuse(c, CONN_ERROR_TLS);
         return;
     }
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     struct log_line l;
-    log_begin(&l, LOG_WARN, "error");
-    log_str(&l, "conn", id);
-    log_str(&l, "remote", c->remote);
+    conn_log_begin(&l, c, LOG_WARN, "error");
     log_str(&l, "tls_error", why);
     log_str(&l, "message", "TLS error on an open session; closing, the client will reconnect");
     log_end(&l);
