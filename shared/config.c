@@ -192,6 +192,18 @@ static int config_fail(char *err, size_t errlen, const char *file, int line, con
 static int config_check_environment(const char *value, const char *filename, int line, char *err,
                                     size_t errlen);
 
+/* 1 when v is among a key's allowed values (or the key allows any). */
+static int config_choice_allowed(const char *const *choices, const char *v)
+{
+    if (!choices)
+        return 1;
+    for (const char *const *c = choices; *c; c++) {
+        if (strcmp(*c, v) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* `broker: "none"` or `broker: ["redis://…", …]`. */
 static int config_apply_brokers(const config_setting_t *s, const char *filename, int line,
                                 struct config *cfg, char *err, size_t errlen)
@@ -286,15 +298,9 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
                          vlen, CONFIG_LONGSTR_MAX - 1);
                 return config_fail(err, errlen, filename, line, name, what);
             }
-            if (k->choices) {
-                int ok = 0;
-                for (const char *const *c = k->choices; *c; c++)
-                    ok |= strcmp(*c, v) == 0;
-                if (!ok) {
-                    snprintf(what, sizeof(what), "item \"%.64s\" is not one of the allowed values",
-                             v);
-                    return config_fail(err, errlen, filename, line, name, what);
-                }
+            if (!config_choice_allowed(k->choices, v)) {
+                snprintf(what, sizeof(what), "item \"%.64s\" is not one of the allowed values", v);
+                return config_fail(err, errlen, filename, line, name, what);
             }
             if (strcmp(k->name, "allowed_origins") == 0) {
                 char norm[CONFIG_LONGSTR_MAX];
@@ -316,14 +322,9 @@ static int config_apply_setting(const config_setting_t *s, const char *filename,
                      (long long)k->min, (long long)k->max);
             return config_fail(err, errlen, filename, line, name, what);
         }
-        if (k->choices) {
-            int ok = 0;
-            for (const char *const *c = k->choices; *c; c++)
-                ok |= strcmp(*c, v) == 0;
-            if (!ok) {
-                snprintf(what, sizeof(what), "\"%.64s\" is not one of the allowed values", v);
-                return config_fail(err, errlen, filename, line, name, what);
-            }
+        if (!config_choice_allowed(k->choices, v)) {
+            snprintf(what, sizeof(what), "\"%.64s\" is not one of the allowed values", v);
+            return config_fail(err, errlen, filename, line, name, what);
         }
         if (strcmp(k->name, "environment") == 0 &&
             config_check_environment(v, filename, line, err, errlen) < 0)

@@ -223,37 +223,36 @@ static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_
     return name;
 }
 
+/* The hub's negative errnos as protocol refusals; `log` marks those an
+ * operator may need to see (limits reached, broker down). */
+static const struct {
+    int err;
+    enum segment_refusal code;
+    int log;
+    const char *message;
+} router_errno_refusals[] = {
+    {-ENOSPC, REFUSED_CAPACITY, 1, "max_streams reached on this replica"},
+    {-EMLINK, REFUSED_CAPACITY, 1, "max_subscriptions reached on this connection"},
+    {-EEXIST, REFUSED_BAD_REQUEST, 0, "already subscribed to this stream"},
+    {-ENOENT, REFUSED_BAD_REQUEST, 0, "not subscribed to this stream"},
+    {-E2BIG, REFUSED_TOO_LARGE, 0,
+     "data larger than a stream's history memory (stream_memory / max_streams)"},
+    {-EAGAIN, REFUSED_UNAVAILABLE, 1,
+     "the cluster broker for this stream is unreachable: not accepted, retry"},
+};
+
 void router_reply_errno(struct conn *c, const char *id_json, int err)
 {
-    switch (err) {
-    case -ENOSPC:
-        router_reply_error(c, id_json, REFUSED_CAPACITY, "max_streams reached on this replica");
-        router_log_refusal(c, REFUSED_CAPACITY, "max_streams reached on this replica");
-        break;
-    case -EMLINK:
-        router_reply_error(c, id_json, REFUSED_CAPACITY,
-                           "max_subscriptions reached on this connection");
-        router_log_refusal(c, REFUSED_CAPACITY, "max_subscriptions reached on this connection");
-        break;
-    case -EEXIST:
-        router_reply_error(c, id_json, REFUSED_BAD_REQUEST, "already subscribed to this stream");
-        break;
-    case -ENOENT:
-        router_reply_error(c, id_json, REFUSED_BAD_REQUEST, "not subscribed to this stream");
-        break;
-    case -E2BIG:
-        router_reply_error(c, id_json, REFUSED_TOO_LARGE,
-                           "data larger than a stream's history memory (stream_memory / max_streams)");
-        break;
-    case -EAGAIN:
-        router_reply_error(c, id_json, REFUSED_UNAVAILABLE,
-                           "the cluster broker for this stream is unreachable: not accepted, retry");
-        router_log_refusal(c, REFUSED_UNAVAILABLE, "cluster broker unreachable");
-        break;
-    default:
-        router_reply_error(c, id_json, REFUSED_INTERNAL, "the gateway could not complete the request");
-        break;
+    for (size_t i = 0; i < sizeof(router_errno_refusals) / sizeof(router_errno_refusals[0]); i++) {
+        if (router_errno_refusals[i].err != err)
+            continue;
+        router_reply_error(c, id_json, router_errno_refusals[i].code,
+                           router_errno_refusals[i].message);
+        if (router_errno_refusals[i].log)
+            router_log_refusal(c, router_errno_refusals[i].code, router_errno_refusals[i].message);
+        return;
     }
+    router_reply_error(c, id_json, REFUSED_INTERNAL, "the gateway could not complete the request");
 }
 
 static void router_stream_error(struct conn *c, json_t *id, int err)
