@@ -116,18 +116,6 @@ static void cluster_queue(struct hub_sub *s, struct sendq_frame *f, uint64_t ori
     s->queued_tail = q;
 }
 
-static void cluster_free_queue(struct hub_sub *s)
-{
-    struct hub_frameq *q = s->queued;
-    while (q) {
-        struct hub_frameq *next = q->next;
-        sendq_frame_unref(q->frame);
-        free(q);
-        q = next;
-    }
-    s->queued = s->queued_tail = NULL;
-}
-
 static int cluster_sub_live(const struct hub_sub *s)
 {
     return s->conn && !s->conn->closed && s->conn->state == CONN_WS;
@@ -348,7 +336,7 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
     }
     for (struct hub_frameq *q = s->queued; q; q = q->next)
         sendq_push_frame(&c->out, q->frame, q->origin_ns);
-    cluster_free_queue(s);
+    hub_free_queue(s);
     s->replaying = 0;
     free(s->id_json);
     s->id_json = NULL;

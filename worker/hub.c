@@ -445,7 +445,7 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     return 0;
 }
 
-void hub_free_sub(struct hub_sub *sub)
+void hub_free_queue(struct hub_sub *sub)
 {
     struct hub_frameq *q = sub->queued;
     while (q) {
@@ -454,6 +454,12 @@ void hub_free_sub(struct hub_sub *sub)
         free(q);
         q = next;
     }
+    sub->queued = sub->queued_tail = NULL;
+}
+
+void hub_free_sub(struct hub_sub *sub)
+{
+    hub_free_queue(sub);
     free(sub->epoch);
     free(sub->id_json);
     free(sub);

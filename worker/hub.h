@@ -67,6 +67,8 @@ struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);
 void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub);
 void hub_link_conn(struct conn *c, struct hub_sub *sub);
 void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub);
+/* Drop the frames kept for a subscription whose replay is on its way. */
+void hub_free_queue(struct hub_sub *sub);
 /* Free a subscription and what a pending cluster subscribe still holds. */
 void hub_free_sub(struct hub_sub *sub);
 void hub_unlink(struct worker *w, struct hub_sub *sub);
