@@ -46,6 +46,8 @@ struct config {
     int64_t max_message_size;    /* bytes */
     int64_t max_send_buffer;     /* bytes */
     int64_t history_size;        /* messages per stream */
+    int64_t history_max_bytes;   /* bytes of history per stream; 0 = no cap */
+    int64_t send_timeout;        /* seconds a queue may stay over max_send_buffer */
     int64_t shutdown_timeout;    /* seconds */
     int64_t drain_window;        /* seconds over which reconnect after_ms is spread */
     int64_t max_streams;         /* streams per replica (restart to change) */

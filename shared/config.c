@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "http.h"
 #include "log.h"
+#include "streamlog.h"
 
 enum config_key_type {
     CONFIG_KEY_INT,
@@ -71,13 +72,19 @@ static const struct config_key config_keys[] = {
     CK_INT(max_message_size, 1048576, 16, 67108864, 0, "largest client message in bytes (1009 above)"),
     CK_INT(max_send_buffer, 4194304, 65536, 1073741824, 0,
            "unsent bytes per connection before closing it as a slow consumer (1013)"),
-    CK_INT(history_size, 1024, 1, 1000000, 0, "messages held per stream for resume"),
+    CK_INT(send_timeout, 5, 1, 3600, 0,
+           "seconds a connection's unsent bytes may stay above max_send_buffer, or not move "
+           "at all, before it is closed as a slow consumer (1013)"),
+    CK_INT(history_size, 1024, 1, 1000000, 0,
+           "messages kept per stream for resume (bounds replay, never live delivery)"),
+    CK_INT(history_max_bytes, 0, 0, 68719476736LL, 0,
+           "bytes of history kept per stream for resume; 0 = only history_size bounds it"),
     CK_INT(shutdown_timeout, 30, 0, 3600, 0, "seconds a drain may take before closing the rest"),
     CK_INT(drain_window, 5, 0, 600, 0, "seconds over which reconnect after_ms is spread on drain"),
     CK_INT(max_streams, 1024, 1, 1000000, 0, "streams held per replica (restart to change)"),
     CK_INT(max_subscriptions, 64, 1, 100000, 0, "subscriptions per connection"),
     CK_INT(stream_memory, 536870912, 1048576, 68719476736LL, 0,
-           "bytes of shared memory for stream history, split evenly across max_streams "
+           "bytes of shared memory holding stream messages, one pool for every stream "
            "(restart to change)"),
     CK_INT(stream_ttl, 300, 1, 604800, 0,
            "seconds without subscriber or publish before a stream and its history are dropped"),
@@ -442,14 +449,20 @@ int config_parse_text(const char *text, const char *filename, int pool, struct c
         if (rc < 0)
             goto out;
     }
-    if (!pool && cfg->stream_memory / cfg->max_streams < 4096) {
+    if (!pool && streamlog_pool_chunks((uint64_t)cfg->stream_memory) <
+                     streamlog_chunks_for((uint64_t)cfg->max_message_size)) {
         const config_setting_t *at = config_lookup(&lc, "stream_memory");
         if (!at)
-            at = config_lookup(&lc, "max_streams");
+            at = config_lookup(&lc, "max_message_size");
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "cannot hold one message of max_message_size (%lld bytes): needs at least "
+                 "%llu bytes; raise it or lower max_message_size",
+                 (long long)cfg->max_message_size,
+                 (unsigned long long)(streamlog_chunks_for((uint64_t)cfg->max_message_size) *
+                                      STREAMLOG_CHUNK));
         rc = config_fail(err, errlen, filename, at ? config_setting_source_line(at) : 0,
-                         "stream_memory",
-                         "gives each stream less than 4 KiB of history: raise it or lower "
-                         "max_streams");
+                         "stream_memory", why);
         goto out;
     }
     if (!pool && (cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {

@@ -102,7 +102,12 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
     json_object_set_new(streams, "active", json_integer(sl ? atomic_load(&sl->active) : 0));
     json_object_set_new(streams, "limit", json_integer(sl ? sl->max_streams : 0));
     json_object_set_new(streams, "stream_memory", json_integer((json_int_t)seg->streams_bytes));
-    json_object_set_new(streams, "bytes_per_stream", json_integer(sl ? (json_int_t)sl->ring_bytes : 0));
+    uint64_t free_bytes = sl ? (uint64_t)streamlog_free_chunks(sl) * STREAMLOG_CHUNK : 0;
+    uint64_t pool_bytes = sl ? (uint64_t)sl->chunk_count * STREAMLOG_CHUNK : 0;
+    json_object_set_new(streams, "memory_used_bytes", json_integer((json_int_t)(pool_bytes - free_bytes)));
+    json_object_set_new(streams, "memory_free_bytes", json_integer((json_int_t)free_bytes));
+    json_object_set_new(streams, "cursor_releases",
+                        json_integer(sl ? (json_int_t)atomic_load(&sl->cursor_releases) : 0));
     json_object_set_new(streams, "history_size", json_integer(cfg.history_size));
     json_object_set_new(root, "streams", streams);
 

@@ -175,6 +175,25 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     if (!any)
         metrics_sample(out, name, env, "worker", "0", 0);
 
+    name = "websocket_queued_frame_bytes";
+    metrics_header(out, name, "gauge",
+                   "Memory held by message frames waiting in send queues, per worker slot "
+                   "(a frame shared by many subscribers counts once).");
+    any = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
+        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
+            continue;
+        char slot[16];
+        snprintf(slot, sizeof(slot), "%d", i);
+        int64_t b = atomic_load_explicit(&w->queued_frame_bytes, memory_order_relaxed);
+        metrics_sample(out, name, env, "worker", slot, b > 0 ? (uint64_t)b : 0);
+        any = 1;
+    }
+    if (!any)
+        metrics_sample(out, name, env, "worker", "0", 0);
+
     metrics_counter(out, "websocket_connections_total",
                     "WebSocket connections accepted (upgraded) since start.", env,
                     t.connections_total);
@@ -235,6 +254,20 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     const struct streamlog *sl = segment_streams(seg);
     metrics_sample(out, "websocket_streams_active", env, NULL, NULL,
                    sl ? atomic_load(&sl->active) : 0);
+
+    /* The stream pool: "used" holds unread messages and history; when
+     * "free" reaches 0, history is given up first, then stuck workers'
+     * cursors (websocket_stream_cursor_releases_total). */
+    name = "websocket_stream_memory_bytes";
+    metrics_header(out, name, "gauge", "Stream memory pool (stream_memory), by state.");
+    uint64_t pool = sl ? (uint64_t)sl->chunk_count * STREAMLOG_CHUNK : 0;
+    uint64_t pool_free = sl ? (uint64_t)streamlog_free_chunks(sl) * STREAMLOG_CHUNK : 0;
+    metrics_sample(out, name, env, "state", "used", pool - pool_free);
+    metrics_sample(out, name, env, "state", "free", pool_free);
+    metrics_counter(out, "websocket_stream_cursor_releases_total",
+                    "Times a worker that made no progress for send_timeout had its place in a "
+                    "stream given up because stream memory was full (its subscribers got a gap).",
+                    env, sl ? atomic_load(&sl->cursor_releases) : 0);
 
     metrics_header(out, "websocket_max_connections", "gauge",
                    "Configured replica-wide limit on WebSocket connections.");

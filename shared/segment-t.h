@@ -20,7 +20,8 @@
  *   |   retired: struct segment_counters <- master folds dead slots |
  *   +---------------------------------------------------------------+
  *   | worker[0]   struct segment_worker: pid, state, started_at,    |
- *   |             restarts, connections, struct segment_counters    |
+ *   |             restarts, connections, progress, queued frames,   |
+ *   |             struct segment_counters                           |
  *   | worker[1]   ...                      <- written by worker 1   |
  *   | ...                                                           |
  *   | worker[SEGMENT_WORKER_SLOTS-1]                                |
@@ -29,7 +30,7 @@
  *   | ips_offset, page-aligned                                      |
  *   +---------------------------------------------------------------+
  *   | stream logs (struct streamlog, see streamlog-t.h), at          |
- *   | streams_offset, page-aligned: stream table and history rings  |
+ *   | streams_offset, page-aligned: stream table, chunk pool        |
  *   +---------------------------------------------------------------+
  *
  * Every struct here holds no pointers (addresses differ between processes
@@ -46,7 +47,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 4u
+#define SEGMENT_LAYOUT_VERSION 5u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -153,6 +154,10 @@ struct segment_worker {
     int32_t wake_fd;                    /* eventfd that wakes this worker (same number in
                                            every forked worker; meaningless elsewhere) */
     _Atomic uint32_t wake_pending;      /* 1: a wake-up is already on its way */
+    _Atomic uint64_t progress_ns;       /* CLOCK_MONOTONIC of the worker's last loop tick:
+                                           others judge from it whether it is stuck */
+    _Atomic int64_t queued_frame_bytes; /* memory held by frames waiting in send queues
+                                           (each shared frame counted once) */
     struct segment_broker_state broker[CONFIG_BROKERS_MAX];
     struct segment_counters counters;
     char pad[64];

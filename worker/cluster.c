@@ -453,7 +453,7 @@ int cluster_subscribe(struct conn *c, struct hub_stream *hs, const struct hub_su
      * active) and keeps it from being reclaimed while we subscribe. */
     struct streamlog_stream *st = streamlog_lock(segment_streams(w->seg), hs->ref);
     if (st) {
-        streamlog_set_subscribed(st, w->slot_index, 1);
+        streamlog_follow(st, w->slot_index, 1);
         streamlog_unlock(st);
     }
     hs->owner = w;

@@ -21,6 +21,8 @@
 #define CONN_CLOSE_WAIT_NS (2ull * 1000000000ull)
 /* A connection silent this long gives its wslay context back. */
 #define CONN_QUIET_NS (1ull * 1000000000ull)
+/* Unsent bytes beyond this many max_send_buffers close a connection at once. */
+#define CONN_SEND_CEILING 4u
 
 void conn_id_string(const struct conn *c, char *out, size_t len)
 {
@@ -327,9 +329,44 @@ void conn_accept(struct worker *w)
     uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
+/* Judge a connection by the progress of its queue, not by the size of
+ * one burst: slow when the unsent bytes stay above max_send_buffer for
+ * send_timeout, or do not move at all for send_timeout while some wait;
+ * past CONN_SEND_CEILING x max_send_buffer at once, since that much held
+ * for one client is a risk to every other. Returns 1 when closed. */
+static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
+{
+    struct sendq *q = &c->out;
+    if (c->state != CONN_WS || q->bytes == 0) {
+        c->send_over_ns = 0;
+        return 0;
+    }
+    uint64_t limit = (uint64_t)w->cfg.max_send_buffer;
+    uint64_t timeout = (uint64_t)w->cfg.send_timeout * 1000000000ull;
+    if (!q->moved_ns)
+        q->moved_ns = now_ns;
+    const char *why = NULL;
+    if (q->bytes > limit * CONN_SEND_CEILING) {
+        why = "unsent bytes above the ceiling (4 x max_send_buffer)";
+    } else if (q->bytes > limit) {
+        if (!c->send_over_ns)
+            c->send_over_ns = now_ns;
+        else if (now_ns - c->send_over_ns > timeout)
+            why = "unsent bytes above max_send_buffer for send_timeout";
+    } else {
+        c->send_over_ns = 0;
+    }
+    if (!why && now_ns > q->moved_ns && now_ns - q->moved_ns > timeout)
+        why = "no byte accepted for send_timeout while data waits";
+    if (!why)
+        return 0;
+    session_close_slow_consumer(c, why);
+    return 1;
+}
+
 void conn_flush_dirty(struct worker *w)
 {
-    uint64_t limit = (uint64_t)w->cfg.max_send_buffer;
+    uint64_t now_ns = 0;
     while (w->dirty) {
         struct conn *c = w->dirty;
         w->dirty = c->dirty_next;
@@ -345,8 +382,10 @@ void conn_flush_dirty(struct worker *w)
         if (!conn_output_left(c)) {
             if (c->close_after_flush)
                 conn_close_with(c, c->reason, conn_close_code(c));
-        } else if (c->state == CONN_WS && c->out.bytes > limit) {
-            session_close_slow_consumer(c);
+        } else {
+            if (!now_ns)
+                now_ns = clock_now_ns();
+            conn_check_slow(w, c, now_ns);
         }
     }
 }
@@ -383,6 +422,8 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
                 session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
             else if (now_ns - c->last_ping_ns >= ping_ns)
                 session_ping(c, now_ns);
+            if (!c->closed && conn_check_slow(w, c, now_ns))
+                break;
             if (now_ns - c->last_rx_ns > CONN_QUIET_NS) {
                 if (c->ws)
                     session_release_if_idle(c);

@@ -141,8 +141,11 @@ static struct streamlog_stream *hub_lock(struct worker *w, struct hub_stream *hs
     return streamlog_lock(sl, hs->ref);
 }
 
-struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
-                                  const char *data, size_t len)
+/* A message frame with room for `len` bytes of data: the header and the
+ * envelope are written, *data points where the publisher's bytes go (the
+ * caller copies them, verbatim), followed by the closing brace. */
+static struct sendq_frame *hub_frame_alloc(const struct hub_stream *hs, uint64_t seq,
+                                           int64_t ts_ms, size_t len, char **data)
 {
     char env[STREAMLOG_NAME_MAX + 96];
     int n = snprintf(env, sizeof(env), "{\"type\":\"message\",\"stream\":\"%s\",\"seq\":%llu,\"ts\":%lld,\"data\":",
@@ -166,60 +169,71 @@ struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int
             p[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
     }
     memcpy(p + hlen, env, (size_t)n);
-    memcpy(p + hlen + n, data, len);
+    *data = (char *)p + hlen + n;
     p[hlen + (size_t)n + len] = '}';
     return f;
 }
 
-/* Frame for one record: the header and envelope around the publisher's
- * bytes, which are copied verbatim. */
-static struct sendq_frame *hub_frame(const struct hub_stream *hs, const struct streamlog_record *r)
+struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
+                                  const char *data, size_t len)
 {
-    return hub_frame_raw(hs, r->seq, r->ts_ms, streamlog_record_data(r), r->len);
+    char *dst;
+    struct sendq_frame *f = hub_frame_alloc(hs, seq, ts_ms, len, &dst);
+    if (f)
+        memcpy(dst, data, len);
+    return f;
 }
 
-/* Collect the records after `after` (at most `cap`: history_size for a
- * replay, unbounded for live fan-out, which must never skip what the ring
- * still holds) and build their frames; *gap_to > 0 when messages after
- * `after` are no longer held. Stream locked by the caller. Returns the
- * count, or -ENOMEM. */
+/* What the stream log may let go of, from this worker's configuration. */
+static struct streamlog_policy hub_policy(const struct worker *w)
+{
+    struct streamlog_policy pol = {
+        .history_records = (uint64_t)w->cfg.history_size,
+        .history_bytes = (uint64_t)w->cfg.history_max_bytes,
+        .stuck_mask = w->hub.stuck_mask,
+    };
+    return pol;
+}
+
+/* Build the frames of the records from *it to the end of the log whose
+ * seq is at least `from`, moving *it past them. Stream locked by the
+ * caller. Returns the count, or -ENOMEM with *it unmoved. */
 static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlog_stream *st,
-                        uint64_t after, uint64_t cap, struct hub_out **out, uint64_t *gap_to)
+                        struct streamlog_iter *it, uint64_t from, struct hub_out **out)
 {
     struct streamlog *sl = segment_streams(w->seg);
     uint64_t last = atomic_load(&st->last_seq);
+    uint64_t first = from > st->head_seq ? from : st->head_seq;
     *out = NULL;
-    *gap_to = 0;
-    if (last <= after)
+    if (last < first)
         return 0;
-    uint64_t want = last - after < cap ? last - after : cap;
-    const struct streamlog_record **recs = malloc(want * sizeof(*recs));
-    struct hub_out *o = malloc(want * sizeof(*o));
-    if (!recs || !o) {
-        free(recs);
-        free(o);
+    struct hub_out *o = malloc((last - first + 1) * sizeof(*o));
+    if (!o)
         return -ENOMEM;
-    }
-    uint64_t oldest;
-    size_t n = streamlog_collect(sl, st, after, cap, recs, (size_t)want, &oldest);
-    uint64_t first = n ? recs[0]->seq : last + 1;
-    if (first > after + 1)
-        *gap_to = first - 1;
-    for (size_t i = 0; i < n; i++) {
-        o[i].frame = hub_frame(hs, recs[i]);
-        o[i].seq = recs[i]->seq;
-        o[i].origin_ns = recs[i]->origin_ns;
-        if (!o[i].frame) {
-            for (size_t j = 0; j < i; j++)
-                sendq_frame_unref(o[j].frame);
-            free(recs);
+    struct streamlog_iter at = *it;
+    long n = 0;
+    const struct streamlog_record *r;
+    while ((r = streamlog_peek(sl, st, &at)) != NULL) {
+        if (r->seq < first) {
+            streamlog_take(sl, st, &at, NULL);
+            continue;
+        }
+        char *dst;
+        o[n].frame = hub_frame_alloc(hs, r->seq, r->ts_ms, r->len, &dst);
+        if (!o[n].frame) {
+            while (n > 0)
+                sendq_frame_unref(o[--n].frame);
             free(o);
             return -ENOMEM;
         }
+        o[n].seq = r->seq;
+        o[n].origin_ns = r->origin_ns;
+        n++;
+        streamlog_take(sl, st, &at, dst);
     }
-    free(recs);
+    *it = at;
     *out = o;
-    return (long)n;
+    return n;
 }
 
 void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to)
@@ -230,7 +244,10 @@ void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, ui
     session_send_text(c, msg, (size_t)n, 0);
 }
 
-/* Fan out everything new on one stream to this worker's subscribers. */
+/* Fan out everything new on one stream to this worker's subscribers,
+ * then move this worker's cursor past it so the log can let it go. What
+ * the log dropped before we read it (our cursor was released while this
+ * worker was stuck) is announced as a gap. */
 static void hub_deliver(struct worker *w, struct hub_stream *hs)
 {
     struct streamlog *sl = segment_streams(w->seg);
@@ -240,17 +257,35 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
     st = streamlog_lock(sl, hs->ref);
     if (!st)
         return;
-    struct hub_out *out;
-    uint64_t gap_to;
     uint64_t last = atomic_load(&st->last_seq);
-    long n = hub_collect(w, hs, st, hs->delivered_seq, UINT64_MAX, &out, &gap_to);
+    uint64_t from = hs->delivered_seq + 1;
+    uint64_t gap_to = 0;
+    if (from < st->head_seq) {
+        gap_to = st->head_seq - 1 < last ? st->head_seq - 1 : last;
+        streamlog_iter_head(st, &hs->it);
+    }
+    struct hub_out *out;
+    long n = hub_collect(w, hs, st, &hs->it, from, &out);
+    if (n >= 0) {
+        struct streamlog_policy pol = hub_policy(w);
+        streamlog_consumed(sl, st, w->slot_index, hs->it.pos, &pol);
+    }
     streamlog_unlock(st);
     if (n < 0) {
         log_msg(LOG_ERROR, "error", "out of memory fanning out stream %s; will retry", hs->name);
         w->hub.scan = 1;
         return;
     }
-    uint64_t from = hs->delivered_seq + 1;
+    if (gap_to) {
+        struct log_line l;
+        log_begin(&l, LOG_WARN, "stream_gap");
+        log_str(&l, "stream", hs->name);
+        log_int(&l, "from", (int64_t)from);
+        log_int(&l, "to", (int64_t)gap_to);
+        log_str(&l, "message", "this worker stopped making progress for send_timeout while stream "
+                               "memory was full; its subscribers are told with a gap");
+        log_end(&l);
+    }
     for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
         struct conn *c = s->conn;
         if (c->closed || c->state != CONN_WS)
@@ -311,18 +346,20 @@ int hub_publish(struct conn *c, const char *stream, size_t len, const char *data
         streamlog_unlock(st);
         return -E2BIG;
     }
+    struct streamlog_policy pol = hub_policy(w);
     int r = streamlog_append(segment_streams(w->seg), st, data, (uint32_t)dlen, clock_wall_ms(),
-                             c->msg_start_ns, seq);
+                             c->msg_start_ns, &pol, seq);
     uint64_t mask = atomic_load(&st->worker_mask);
     streamlog_unlock(st);
     hs->last_used_ns = c->msg_start_ns;
     if (r < 0)
         return r;
     w->hub.wake_mask |= mask & ~(1ull << w->slot_index);
-    /* This worker's own subscribers get it now, before the next append
-     * of the same read could push it out of a small ring. */
+    /* This worker's own subscribers get it in this iteration's uv_check,
+     * with whatever else this read brought: the record waits for our
+     * cursor, so nothing can push it out meanwhile. */
     if (hs->nsubs)
-        hub_deliver(w, hs);
+        w->hub.scan = 1;
     return 0;
 }
 
@@ -404,14 +441,17 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     char epoch[STREAMLOG_EPOCH_LEN + 1];
     memcpy(epoch, st->epoch, sizeof(epoch));
     if (hs->nsubs == 0) {
-        /* Under the lock: every publish after this wakes us, and
-         * everything up to `last` is not ours to deliver. */
-        streamlog_set_subscribed(st, w->slot_index, 1);
+        /* Under the lock: every publish after this wakes us and waits for
+         * our cursor, and everything up to `last` is not ours to deliver. */
+        streamlog_follow(st, w->slot_index, 1);
         hs->delivered_seq = last;
+        hs->it.pos = st->commit_pos;
+        hs->it.chunk = st->tail_chunk;
     }
 
     /* Replay: with the client's epoch gone stale, everything held of the
-     * current epoch; otherwise what is held after `since`. */
+     * current epoch; otherwise what is held after `since` — at most the
+     * newest history_size, the rest announced as a gap. */
     int recovered = 0;
     long n = 0;
     struct hub_out *out = NULL;
@@ -421,9 +461,19 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
                                        memcmp(a->epoch, epoch, STREAMLOG_EPOCH_LEN) == 0);
         after = same_epoch ? a->since : 0;
         if (after < last) {
-            n = hub_collect(w, hs, st, after, (uint64_t)w->cfg.history_size, &out, &gap_to);
+            uint64_t cap = (uint64_t)w->cfg.history_size;
+            uint64_t first = after + 1;
+            if (last - after > cap)
+                first = last - cap + 1;
+            if (first < st->head_seq)
+                first = st->head_seq;
+            struct streamlog_iter it;
+            streamlog_iter_head(st, &it);
+            n = first <= last ? hub_collect(w, hs, st, &it, first, &out) : 0;
             if (n < 0)
-                n = 0, gap_to = last; /* out of memory: say what was not replayed */
+                n = 0, first = last + 1; /* out of memory: say what was not replayed */
+            if (first > after + 1)
+                gap_to = first - 1;
         }
         recovered = same_epoch && gap_to == 0 && a->since <= last;
     }
@@ -488,7 +538,7 @@ void hub_unlink(struct worker *w, struct hub_sub *sub)
     if (hs->nsubs == 0) {
         struct streamlog_stream *st = streamlog_lock(segment_streams(w->seg), hs->ref);
         if (st) {
-            streamlog_set_subscribed(st, w->slot_index, 0);
+            streamlog_follow(st, w->slot_index, 0);
             atomic_store(&st->last_active_ms, clock_wall_ms());
             streamlog_unlock(st);
         }
@@ -524,8 +574,31 @@ void hub_conn_closed(struct conn *c)
     c->nsubs = 0;
 }
 
+/* Which other workers have not ticked for send_timeout: when the stream
+ * pool runs out, their cursors may be released so that one stopped
+ * process cannot stall every stream (streamlog_append). */
+static uint64_t hub_stuck_workers(struct worker *w, uint64_t now_ns)
+{
+    uint64_t limit = (uint64_t)w->cfg.send_timeout * 1000000000ull;
+    uint64_t mask = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *sw = segment_worker_slot(w->seg, i);
+        uint32_t state = atomic_load_explicit(&sw->state, memory_order_relaxed);
+        if (i == w->slot_index || (state != WORKER_RUNNING && state != WORKER_DRAINING))
+            continue;
+        uint64_t seen = atomic_load_explicit(&sw->progress_ns, memory_order_relaxed);
+        if (seen && now_ns > seen && now_ns - seen > limit)
+            mask |= 1ull << i;
+    }
+    return mask;
+}
+
 void hub_sweep(struct worker *w, uint64_t now_ns)
 {
+    atomic_store_explicit(&w->slot->progress_ns, now_ns, memory_order_relaxed);
+    atomic_store_explicit(&w->slot->queued_frame_bytes, (int64_t)sendq_frame_bytes_held(),
+                          memory_order_relaxed);
+    w->hub.stuck_mask = hub_stuck_workers(w, now_ns);
     for (int b = 0; b < HUB_BUCKETS; b++) {
         struct hub_stream *hs = w->hub.buckets[b];
         while (hs) {

@@ -235,8 +235,10 @@ static const struct {
     {-EMLINK, REFUSED_CAPACITY, 1, "max_subscriptions reached on this connection"},
     {-EEXIST, REFUSED_BAD_REQUEST, 0, "already subscribed to this stream"},
     {-ENOENT, REFUSED_BAD_REQUEST, 0, "not subscribed to this stream"},
-    {-E2BIG, REFUSED_TOO_LARGE, 0,
-     "data larger than a stream's history memory (stream_memory / max_streams)"},
+    {-E2BIG, REFUSED_TOO_LARGE, 0, "data larger than the stream memory pool (stream_memory)"},
+    {-ENOBUFS, REFUSED_UNAVAILABLE, 1,
+     "stream memory is full of messages a subscriber has not received yet: not accepted, "
+     "retry shortly"},
     {-EAGAIN, REFUSED_UNAVAILABLE, 1,
      "the cluster broker for this stream is unreachable: not accepted, retry"},
 };

@@ -11,6 +11,7 @@ void sendq_init(struct sendq *q)
 {
     q->head = q->tail = NULL;
     q->bytes = 0;
+    q->moved_ns = 0;
     q->inflight = 0;
     q->sealed = 0;
 }
@@ -33,6 +34,16 @@ void sendq_free(struct sendq *q)
     sendq_init(q);
 }
 
+/* Bytes of live shared frames in this worker process (one worker per
+ * process, one thread touching frames): what subscribers' queues really
+ * hold, since a frame queued to a thousand subscribers exists once. */
+static size_t sendq_frame_bytes;
+
+size_t sendq_frame_bytes_held(void)
+{
+    return sendq_frame_bytes;
+}
+
 struct sendq_frame *sendq_frame_new(size_t len)
 {
     struct sendq_frame *f = malloc(sizeof(*f) + len);
@@ -40,13 +51,16 @@ struct sendq_frame *sendq_frame_new(size_t len)
         return NULL;
     f->refs = 1;
     f->len = (uint32_t)len;
+    sendq_frame_bytes += sizeof(*f) + len;
     return f;
 }
 
 void sendq_frame_unref(struct sendq_frame *f)
 {
-    if (--f->refs == 0)
+    if (--f->refs == 0) {
+        sendq_frame_bytes -= sizeof(*f) + f->len;
         free(f);
+    }
 }
 
 int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)
@@ -106,6 +120,8 @@ struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns)
 
 void sendq_push(struct sendq *q, struct sendq_chunk *c)
 {
+    if (!q->head)
+        q->moved_ns = 0;
     if (q->tail)
         q->tail->next = c;
     else
@@ -130,6 +146,8 @@ void sendq_consume(struct conn *conn, size_t n)
     struct segment_counters *ctr = &conn->w->slot->counters;
     uint64_t now = 0;
     q->bytes -= n;
+    if (n > 0)
+        q->moved_ns = now = clock_now_ns();
     if (conn->state != CONN_HTTP)
         segment_counter_add(&ctr->bytes_sent, n);
     while (n > 0 && q->head) {

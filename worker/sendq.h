@@ -34,6 +34,8 @@ struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns);
 struct sendq_frame *sendq_frame_new(size_t len);
 void sendq_frame_unref(struct sendq_frame *f);
 int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns);
+/* Memory held by this process's live shared frames (the queued-frames gauge). */
+size_t sendq_frame_bytes_held(void);
 
 static inline char *sendq_chunk_bytes(struct sendq_chunk *c)
 {

@@ -444,13 +444,14 @@ void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
     session_close(c, code, why, reason);
 }
 
-void session_close_slow_consumer(struct conn *c)
+void session_close_slow_consumer(struct conn *c, const char *why)
 {
     struct log_line l;
     conn_log_begin(&l, c, LOG_WARN, "error");
     log_int(&l, "unsent_bytes", (int64_t)c->out.bytes);
-    log_str(&l, "message", "client is not reading fast enough (max_send_buffer); closing 1013, "
-                           "it should reconnect and resume with since");
+    log_str(&l, "slow_consumer", why);
+    log_str(&l, "message", "client is not reading fast enough (max_send_buffer, send_timeout); "
+                           "closing 1013, it should reconnect and resume with since");
     log_end(&l);
     sendq_drop_unsent(&c->out);
     session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);

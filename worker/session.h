@@ -43,7 +43,9 @@ void session_close(struct conn *c, uint16_t code, const char *text,
  * shutdown, 1012 when a reload retires the worker). */
 void session_reconnect(struct conn *c, uint16_t code, uint32_t after_ms,
                        enum segment_disconnect_reason reason);
-void session_close_slow_consumer(struct conn *c);
+/* Close 1013 slow_consumer after what already reached the kernel (a
+ * contiguous prefix); `why` names the rule that fired, for the log. */
+void session_close_slow_consumer(struct conn *c, const char *why);
 /* From inside a message callback: close with 1008 (policy violation) and
  * read nothing more; the connection goes once the close frame is out. */
 void session_close_policy(struct conn *c, const char *why);

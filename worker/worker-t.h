@@ -44,6 +44,8 @@ struct sendq_chunk {
 struct sendq {
     struct sendq_chunk *head, *tail;
     size_t bytes;        /* unsent bytes queued */
+    uint64_t moved_ns;   /* when bytes last left (or first entered) the queue; 0: to be
+                            stamped by the next slow-consumer check */
     unsigned inflight;   /* chunks at the head owned by a pending uv_write */
     unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
                             their ciphertext has reached the kernel */
@@ -130,6 +132,7 @@ struct conn {
     uint64_t last_rx_ns;
     uint64_t last_ping_ns;
     uint64_t closing_since_ns;
+    uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
@@ -184,6 +187,7 @@ struct hub_stream {
     struct hub_stream *next;        /* hash chain */
     struct streamlog_ref ref;
     uint64_t delivered_seq;         /* every seq <= this went to local subscribers */
+    struct streamlog_iter it;       /* where the next record to fan out starts */
     struct hub_sub *subs;
     uint32_t nsubs;
     uint32_t name_len;
@@ -232,6 +236,7 @@ struct hub {
     int wake_fd;
     int scan;                       /* fan out at the next uv_check */
     uint64_t wake_mask;             /* other workers to wake at the next uv_check */
+    uint64_t stuck_mask;            /* workers that made no progress for send_timeout */
     uint64_t streams;
 };
 

@@ -41,6 +41,7 @@ static struct segment *golden_segment(void)
     struct segment_worker *w0 = &seg->worker[0], *w2 = &seg->worker[2], *w5 = &seg->worker[5];
     atomic_store(&w0->state, WORKER_RUNNING);
     atomic_store(&w0->connections, 3);
+    atomic_store(&w0->queued_frame_bytes, 4096);
     struct segment_counters *c = &w0->counters;
     segment_counter_add(&c->connections_total, 7);
     segment_counter_add(&c->disconnections[DISCONNECT_CLIENT_CLOSE], 2);
@@ -81,6 +82,12 @@ static const char golden_text[] =
     "websocket_connections_active" E ",worker=\"0\"} 3\n"
     "websocket_connections_active" E ",worker=\"2\"} 0\n"
     "websocket_connections_active" E ",worker=\"5\"} 0\n"
+    "# HELP websocket_queued_frame_bytes Memory held by message frames waiting in send queues, "
+    "per worker slot (a frame shared by many subscribers counts once).\n"
+    "# TYPE websocket_queued_frame_bytes gauge\n"
+    "websocket_queued_frame_bytes" E ",worker=\"0\"} 4096\n"
+    "websocket_queued_frame_bytes" E ",worker=\"2\"} 0\n"
+    "websocket_queued_frame_bytes" E ",worker=\"5\"} 0\n"
     "# HELP websocket_connections_total WebSocket connections accepted (upgraded) since start.\n"
     "# TYPE websocket_connections_total counter\n"
     "websocket_connections_total" E "} 27\n"
@@ -171,6 +178,15 @@ static const char golden_text[] =
     "# HELP websocket_streams_active Streams currently held.\n"
     "# TYPE websocket_streams_active gauge\n"
     "websocket_streams_active" E "} 0\n"
+    "# HELP websocket_stream_memory_bytes Stream memory pool (stream_memory), by state.\n"
+    "# TYPE websocket_stream_memory_bytes gauge\n"
+    "websocket_stream_memory_bytes" E ",state=\"used\"} 0\n"
+    "websocket_stream_memory_bytes" E ",state=\"free\"} 0\n"
+    "# HELP websocket_stream_cursor_releases_total Times a worker that made no progress for "
+    "send_timeout had its place in a stream given up because stream memory was full (its "
+    "subscribers got a gap).\n"
+    "# TYPE websocket_stream_cursor_releases_total counter\n"
+    "websocket_stream_cursor_releases_total" E "} 0\n"
     "# HELP websocket_max_connections Configured replica-wide limit on WebSocket connections.\n"
     "# TYPE websocket_max_connections gauge\n"
     "websocket_max_connections" E "} 500\n";
@@ -325,6 +341,9 @@ static const struct {
     const char *type;
 } extra_series[] = {
     {"websocket_config_generation", "gauge"},
+    {"websocket_queued_frame_bytes", "gauge"},
+    {"websocket_stream_memory_bytes", "gauge"},
+    {"websocket_stream_cursor_releases_total", "counter"},
 };
 
 static const struct {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "streamlog.h"
 #include "config.h"
 #include "segment.h"
 
@@ -125,7 +126,8 @@ START_TEST(create_fills_header_and_zeroes_the_rest)
     ck_assert_uint_eq(seg->streams_offset % 4096, 0);
     ck_assert_uint_eq(seg->streams_offset + seg->streams_bytes, seg->size);
     ck_assert_uint_eq(segment_streams(seg)->max_streams, 4);
-    ck_assert_uint_eq(segment_streams(seg)->ring_bytes, (1 << 20) / 4);
+    ck_assert_uint_eq(segment_streams(seg)->chunk_count, (1 << 20) / STREAMLOG_CHUNK);
+    ck_assert_uint_eq(streamlog_free_chunks(segment_streams(seg)), (1 << 20) / STREAMLOG_CHUNK);
     ck_assert_int_ge(seg->created_at_ms, before);
     ck_assert_int_le(seg->created_at_ms, after);
     ck_assert_int_eq(atomic_load(&seg->master_pid), getpid());
