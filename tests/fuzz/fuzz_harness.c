@@ -33,7 +33,7 @@
  * history, so that creation limits, ring overwrites and gaps are all
  * within a fuzz input's reach. */
 #define FUZZ_MAX_STREAMS 4
-#define FUZZ_STREAM_MEMORY (FUZZ_MAX_STREAMS * 8192)
+#define FUZZ_STREAM_MEMORY (16 * STREAMLOG_CHUNK)
 #define FUZZ_HISTORY_SIZE 8
 
 static unsigned fuzz_listen_seq;

@@ -411,6 +411,36 @@ def jwt_seeds():
     return seeds
 
 
+# ---------------------------------------------------------------- stream pool
+
+def step(op, stream=0, slot=0, b=0, c=0):
+    """One fuzz_streamlog step: op 0 append (b: size unit, c: policy bits),
+    1 follow on/off, 2 read and move the cursor, 3 read all, 4 worker dies,
+    5 reclaim."""
+    return bytes([op, (slot << 4) | stream, b, c])
+
+
+def streamlog_seeds():
+    big = 1 | (4 << 5)  # 280-byte units, keep 4 records
+    return {
+        # A follower that never reads holds everything; the pool fills.
+        "follower_holds": step(1, 0, 1) + b"".join(step(0, 0, 0, 200, big) for _ in range(12))
+        + step(0, 1, 0, 200, big) + step(2, 0, 1),
+        # A stuck follower is released under pressure, then reads a gap.
+        "stuck_released": step(1, 0, 2) + b"".join(step(0, 0, 0, 250, 1) for _ in range(10))
+        + b"".join(step(0, 1, 0, 250, 1 | 4 | (2 << 3)) for _ in range(10)) + step(2, 0, 2),
+        # Hot and quiet streams sharing the pool, with reads and reclaim.
+        "hot_and_quiet": b"".join(step(0, i % 4, 0, 90 + i, (i * 37) & 0xff) for i in range(40))
+        + step(3, 1) + step(5) + step(0, 1, 0, 3, 0) + step(3, 1),
+        # Followers on two slots, one dies.
+        "two_followers": step(1, 2, 0) + step(1, 2, 1) + step(0, 2, 0, 10, 0) + step(2, 2, 0)
+        + step(4, 0, 0, 1) + step(0, 2, 0, 60, 1) + step(2, 2, 0),
+        # Records at every alignment around chunk ends.
+        "alignments": b"".join(step(0, 3, 0, n, 0 if n % 2 else 1) for n in range(1, 90, 7))
+        + step(3, 3),
+    }
+
+
 def write_corpus(target, seeds):
     d = os.path.join(CORPUS, target)
     if os.path.isdir(d):
@@ -428,6 +458,7 @@ def main():
     write_corpus("fuzz_router", router_seeds())
     write_corpus("fuzz_session", session_seeds())
     write_corpus("fuzz_jwt", jwt_seeds())
+    write_corpus("fuzz_streamlog", streamlog_seeds())
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ static void expect_defaults(const struct config *cfg)
     ck_assert_int_eq(cfg->max_message_size, 1048576);
     ck_assert_int_eq(cfg->max_send_buffer, 4194304);
     ck_assert_int_eq(cfg->history_size, 1024);
+    ck_assert_int_eq(cfg->send_timeout, 5);
+    ck_assert_int_eq(cfg->history_max_bytes, 0);
     ck_assert_int_eq(cfg->shutdown_timeout, 30);
     ck_assert_int_eq(cfg->drain_window, 5);
     ck_assert_str_eq(cfg->environment, "production");
@@ -327,7 +329,7 @@ START_TEST(shipped_files_state_every_key)
     static const char *const ws_keys[] = {
         "port", "bind_address", "metrics_port", "workers", "max_connections",
         "heartbeat_interval", "connection_timeout", "handshake_timeout", "max_message_size",
-        "max_send_buffer", "history_size", "shutdown_timeout", "drain_window", "environment",
+        "max_send_buffer", "send_timeout", "history_size", "history_max_bytes", "shutdown_timeout", "drain_window", "environment",
         "log_format", "log_level", "tls_cert_file", "tls_key_file", "tls_min_version",
         "max_messages_per_second", "message_burst",
         "max_connections_per_ip", "allowed_origins", "auth_mode", "jwt_algorithms", "jwt_key_file",
@@ -684,6 +686,23 @@ START_TEST(auth_and_limit_keys_checked)
 }
 END_TEST
 
+START_TEST(stream_memory_must_hold_one_message_of_max_message_size)
+{
+    /* One pool for every stream: it must take the largest message the
+     * config allows, wherever a stream's log stands (one chunk spare). */
+    expect_error("stream_memory: 1048576\n", 1, "stream_memory", "cannot hold one message");
+    expect_error("max_message_size: 2097152\nstream_memory: 2097152\n", 2, "stream_memory",
+                 "needs at least 2129920 bytes");
+    struct config cfg;
+    char err[512];
+    ck_assert_int_eq(parse("max_message_size: 2097152\n", &cfg, err, sizeof(err)), 0);
+    ck_assert_int_eq(parse("stream_memory: 1048576\nmax_message_size: 1000000\n", &cfg, err,
+                           sizeof(err)), 0);
+    expect_error("send_timeout: 0\n", 1, "send_timeout", "out of range");
+    expect_error("history_max_bytes: -1\n", 1, "history_max_bytes", "out of range");
+}
+END_TEST
+
 START_TEST(jwt_key_file_loaded_relative_to_the_config)
 {
     write_file("auth", "hmac.secret", "0123456789abcdef0123456789abcdef0123\n");
@@ -878,6 +897,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, string_lists_parse);
     tcase_add_test(tc, string_list_errors_name_the_key);
     tcase_add_test(tc, auth_and_limit_keys_checked);
+    tcase_add_test(tc, stream_memory_must_hold_one_message_of_max_message_size);
     tcase_add_test(tc, jwt_key_file_loaded_relative_to_the_config);
     tcase_add_test(tc, jwt_key_file_problems_name_the_key);
     suite_add_tcase(s, tc);
