@@ -208,8 +208,8 @@ class FanSub(asyncio.Protocol):
         elif kind == "gap":
             g = GAP_RE.search(payload)
             gap = (int(g.group(1)), int(g.group(2))) if g else None
-        if kind is None or (kind == "message" and seq is None) or (kind == "gap" and gap is None) \
-                or (kind not in ("message", "gap") and not complete):
+        if kind not in ("message", "gap") or (kind == "message" and seq is None) \
+                or (kind == "gap" and gap is None):
             if not complete:
                 return False
             f = json.loads(payload)
