@@ -865,9 +865,15 @@ def test_reload_refuses_max_message_size_the_pool_cannot_hold(gateway_factory):
             "a reload to max_message_size 16 MiB with stream_memory 4 MiB was accepted"
         assert time.monotonic() < deadline, "the reload was neither counted a success nor a failure"
         time.sleep(0.05)
-    errs = [l for l in gw.logs() if l.get("event") == "reload" and l.get("level") == "error"]
-    assert errs and ("stream_memory" in json.dumps(errs[-1]) or "max_message_size" in json.dumps(errs[-1])), errs
+    errs = [json.dumps(l) for l in gw.logs() if l.get("event") == "reload" and l.get("level") == "error"]
+    assert errs and ("stream_memory" in errs[-1] or "max_message_size" in errs[-1]), errs
     assert gw.detailed()["config_generation"] == gen
+    # The gateway goes on with what it had: a 60 KB publish is acknowledged.
+    c = RawWS(gw.port)
+    c.send_text('{"type":"publish","stream":"cfg/1","id":1,"data":"%s"}' % ("y" * 60000))
+    op, payload = c.read_frame()
+    c.close()
+    assert op == 1 and json.loads(payload).get("type") == "ack", payload
 
 
 # -- 7. send_timeout: live on reload, checked ------------------------------------------------
