@@ -92,10 +92,12 @@ def disconnect_of(remote):
 
 
 def verdict_of(remote):
-    """The gateway's decision to close a connection: its first error or
-    disconnect line. (A client that does not read never answers the close
-    frame, so the disconnect line itself can come seconds later.)"""
-    return lambda l: l.get("event") in ("error", "disconnect") and l.get("remote") == remote
+    """The gateway's decision to close a connection: its first warning or
+    error line, or its disconnect line. (A client that does not read never
+    answers the close frame, so the disconnect line itself can come
+    seconds later.)"""
+    return lambda l: l.get("remote") == remote and (
+        l.get("event") == "disconnect" or l.get("level") in ("warn", "error"))
 
 
 async def master_metrics(gw):
