@@ -729,7 +729,12 @@ def test_stopped_worker_costs_only_its_own_subscribers_a_gap(gateway_factory):
                     os.kill(pid1, signal.SIGCONT)
                     resumed_at = time.monotonic()
                 # Bounded in flight: never more than 400 publishes unanswered.
+                waited = time.monotonic()
                 while next_id - 1 - len(pub.replied_at) > 400:
+                    assert time.monotonic() - waited < 10 * SLOW, \
+                        f"worker 0 answered no publish for 10 s while worker 1 was stopped " \
+                        f"({time.monotonic() - stopped_at:.1f} s after the stop): one stopped " \
+                        f"process stalls the others"
                     await asyncio.sleep(0.01)
                 await burst(pub, stream, next_id, count=per_tick, wait=False)
                 next_id += per_tick
