@@ -436,11 +436,13 @@ class RawPublisher:
     gateway sees long bursts of requests and handles them in one read.
     Replies are parsed by a reader task: acks into `acks` ({id: seq}),
     errors into `errors`, everything else (replies, messages, gaps) into
-    `frames`, in arrival order."""
+    `frames`, in arrival order; `replied_at` has the time.monotonic() at
+    which each ack or error arrived ({id: seconds})."""
 
     def __init__(self, reader, writer):
         self.reader, self.writer = reader, writer
         self.acks, self.errors, self.frames = {}, [], []
+        self.replied_at = {}
         self.max_seq = 0
         self.task = asyncio.ensure_future(self._read())
 
@@ -488,6 +490,8 @@ class RawPublisher:
                 if b0 & 0x0F != 1:
                     continue  # ping (the server's heartbeat) or close
                 f = Frame(payload.decode())
+                if f.get("type") in ("ack", "error") and "id" in f:
+                    self.replied_at[f["id"]] = time.monotonic()
                 if f.get("type") == "ack":
                     self.acks[f["id"]] = f["seq"]
                     self.max_seq = max(self.max_seq, f["seq"])
