@@ -52,6 +52,9 @@ int hub_init(struct worker *w, int wake_fd)
 {
     w->hub.wake_fd = wake_fd;
     atomic_store(&w->slot->wake_pending, 0);
+    /* From now on this worker may follow streams: others judge whether it
+     * is stuck from this stamp, renewed by every tick. */
+    atomic_store(&w->slot->progress_ns, clock_now_ns());
     int r = uv_poll_init(&w->loop, &w->hub.wake, wake_fd);
     if (r < 0)
         return r;
@@ -598,7 +601,20 @@ void hub_sweep(struct worker *w, uint64_t now_ns)
     atomic_store_explicit(&w->slot->progress_ns, now_ns, memory_order_relaxed);
     atomic_store_explicit(&w->slot->queued_frame_bytes, (int64_t)sendq_frame_bytes_held(),
                           memory_order_relaxed);
-    w->hub.stuck_mask = hub_stuck_workers(w, now_ns);
+    uint64_t stuck = hub_stuck_workers(w, now_ns);
+    uint64_t newly = stuck & ~w->hub.stuck_mask;
+    while (newly) {
+        int slot = __builtin_ctzll(newly);
+        newly &= newly - 1;
+        struct log_line l;
+        log_begin(&l, LOG_WARN, "worker_stuck");
+        log_int(&l, "stuck_worker", slot);
+        log_str(&l, "message", "that worker has made no progress for send_timeout; if stream "
+                               "memory fills, its place in streams is given up and its "
+                               "subscribers get a gap");
+        log_end(&l);
+    }
+    w->hub.stuck_mask = stuck;
     for (int b = 0; b < HUB_BUCKETS; b++) {
         struct hub_stream *hs = w->hub.buckets[b];
         while (hs) {
