@@ -89,17 +89,6 @@ void cluster_conn_closed(struct conn *c)
 
 /* ---- delivery ----------------------------------------------------------- */
 
-static struct sendq_frame *cluster_text_frame(const char *text, size_t len)
-{
-    struct sendq_frame *f = sendq_frame_new(2 + len);
-    if (!f)
-        return NULL;
-    f->bytes[0] = (char)0x81;
-    f->bytes[1] = (char)len; /* only short control texts (gap) come here */
-    memcpy(f->bytes + 2, text, len);
-    return f;
-}
-
 static void cluster_queue(struct hub_sub *s, struct sendq_frame *f, uint64_t origin_ns)
 {
     struct hub_frameq *q = malloc(sizeof(*q));
@@ -153,11 +142,7 @@ static void cluster_gap(struct hub_stream *hs, uint64_t from, uint64_t to)
             continue;
         uint64_t f = from > s->from_seq + 1 ? from : s->from_seq + 1;
         if (s->replaying) {
-            char msg[STREAMLOG_NAME_MAX + 96];
-            int n = snprintf(msg, sizeof(msg),
-                             "{\"type\":\"gap\",\"stream\":\"%s\",\"from\":%llu,\"to\":%llu}",
-                             hs->name, (unsigned long long)f, (unsigned long long)to);
-            struct sendq_frame *fr = cluster_text_frame(msg, (size_t)n);
+            struct sendq_frame *fr = hub_gap_frame(hs, f, to);
             if (fr) {
                 cluster_queue(s, fr, 0);
                 sendq_frame_unref(fr);

@@ -15,6 +15,7 @@
 #include "sendq.h"
 #include "session.h"
 #include "streamlog.h"
+#include "wsframe.h"
 
 /* Cached streams with no local subscriber are forgotten after this. */
 #define HUB_IDLE_NS (60ull * 1000000000ull)
@@ -154,23 +155,11 @@ static struct sendq_frame *hub_frame_alloc(const struct hub_stream *hs, uint64_t
     int n = snprintf(env, sizeof(env), "{\"type\":\"message\",\"stream\":\"%s\",\"seq\":%llu,\"ts\":%lld,\"data\":",
                      hs->name, (unsigned long long)seq, (long long)ts_ms);
     size_t payload = (size_t)n + len + 1;
-    size_t hlen = payload < 126 ? 2 : payload < 65536 ? 4 : 10;
-    struct sendq_frame *f = sendq_frame_new(hlen + payload);
+    struct sendq_frame *f = sendq_frame_new(wsframe_header_size(payload) + payload);
     if (!f)
         return NULL;
     uint8_t *p = (uint8_t *)f->bytes;
-    p[0] = 0x81;
-    if (hlen == 2) {
-        p[1] = (uint8_t)payload;
-    } else if (hlen == 4) {
-        p[1] = 126;
-        p[2] = (uint8_t)(payload >> 8);
-        p[3] = (uint8_t)payload;
-    } else {
-        p[1] = 127;
-        for (int i = 0; i < 8; i++)
-            p[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
-    }
+    size_t hlen = wsframe_put_header(p, WSFRAME_TEXT, payload);
     memcpy(p + hlen, env, (size_t)n);
     *data = (char *)p + hlen + n;
     p[hlen + (size_t)n + len] = '}';
@@ -239,12 +228,31 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
     return n;
 }
 
+/* The one place a gap message is written. */
+static int hub_format_gap(char *msg, size_t cap, const struct hub_stream *hs, uint64_t from,
+                          uint64_t to)
+{
+    return snprintf(msg, cap, "{\"type\":\"gap\",\"stream\":\"%s\",\"from\":%llu,\"to\":%llu}",
+                    hs->name, (unsigned long long)from, (unsigned long long)to);
+}
+
 void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to)
 {
-    char msg[STREAMLOG_NAME_MAX + 96];
-    int n = snprintf(msg, sizeof(msg), "{\"type\":\"gap\",\"stream\":\"%s\",\"from\":%llu,\"to\":%llu}",
-                     hs->name, (unsigned long long)from, (unsigned long long)to);
+    char msg[HUB_GAP_MAX];
+    int n = hub_format_gap(msg, sizeof(msg), hs, from, to);
     session_send_text(c, msg, (size_t)n, 0);
+}
+
+struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to)
+{
+    char msg[HUB_GAP_MAX];
+    size_t n = (size_t)hub_format_gap(msg, sizeof(msg), hs, from, to);
+    struct sendq_frame *f = sendq_frame_new(wsframe_header_size(n) + n);
+    if (!f)
+        return NULL;
+    size_t hlen = wsframe_put_header((uint8_t *)f->bytes, WSFRAME_TEXT, n);
+    memcpy(f->bytes + hlen, msg, n);
+    return f;
 }
 
 /* Fan out everything new on one stream to this worker's subscribers,

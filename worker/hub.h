@@ -60,7 +60,11 @@ void hub_sweep(struct worker *w, uint64_t now_ns);
 struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err);
 struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
                                   const char *data, size_t len);
+/* A gap message: its longest form (128-character name, two 20-digit seqs). */
+#define HUB_GAP_MAX (STREAMLOG_NAME_MAX + 96)
 void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to);
+/* The same message as a shared frame, for queues that hold frames. */
+struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to);
 void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char *epoch,
                          uint64_t seq, int has_since, int recovered, const char *id_json);
 struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);

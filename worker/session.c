@@ -14,6 +14,7 @@
 #include "router.h"
 #include "segment.h"
 #include "sendq.h"
+#include "wsframe.h"
 
 static ssize_t session_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                                void *user)
@@ -388,23 +389,8 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
 {
     if (c->state != CONN_WS || c->closed)
         return -1;
-    uint8_t hdr[10];
-    size_t hlen;
-    hdr[0] = 0x81; /* FIN + text */
-    if (len < 126) {
-        hdr[1] = (uint8_t)len;
-        hlen = 2;
-    } else if (len < 65536) {
-        hdr[1] = 126;
-        hdr[2] = (uint8_t)(len >> 8);
-        hdr[3] = (uint8_t)len;
-        hlen = 4;
-    } else {
-        hdr[1] = 127;
-        for (int i = 0; i < 8; i++)
-            hdr[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-        hlen = 10;
-    }
+    uint8_t hdr[WSFRAME_HEADER_MAX];
+    size_t hlen = wsframe_put_header(hdr, WSFRAME_TEXT, len);
     struct sendq_chunk *chunk = sendq_chunk_new(hlen + len, origin_ns);
     if (!chunk)
         return -1;
