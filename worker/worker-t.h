@@ -133,6 +133,7 @@ struct conn {
     uint64_t last_ping_ns;
     uint64_t closing_since_ns;
     uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
+    uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */

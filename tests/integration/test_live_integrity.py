@@ -500,6 +500,59 @@ def test_subscriber_accepting_nothing_is_closed_after_send_timeout_below_max_sen
     run(main())
 
 
+def test_slow_but_steady_reader_is_not_closed(gateway_factory):
+    """Progress, not speed: a subscriber that drains a burst slowly but
+    without pause (16 KiB every 25 ms: about 600 KB/s) keeps making
+    progress and is never closed — even while one write to it (a batch of
+    up to 1 MB, which libuv reports only once all of it has gone) is
+    pending for longer than send_timeout. 4 MB are more than the kernel
+    takes at once, so the gateway's own queue holds the rest."""
+    T = 1
+    gw = gateway_factory(config={"workers": 1, "send_timeout": T, "max_send_buffer": 16777216})
+    stream = "bed/14/ecg"
+    count = 250  # 250 x 16 KB
+
+    async def main():
+        slow = await asyncio.to_thread(RawWS, gw.port, 65536)
+        slow.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "slow"}))
+        op, payload = await asyncio.to_thread(slow.read_frame)
+        assert json.loads(payload)["type"] == "subscribed", payload
+        remote = f"127.0.0.1:{slow.local_port}"
+        pub = await RawPublisher.connect(gw)
+        await burst(pub, stream, 1, count=count)
+
+        def drain():
+            got = []
+            deadline = time.monotonic() + 30 * SLOW
+            while len(got) < count and time.monotonic() < deadline:
+                slow.sock.settimeout(5 * SLOW)
+                chunk = slow.sock.recv(16384)
+                if not chunk:
+                    break
+                slow.buf += chunk
+                while True:
+                    f = slow._parse_one()
+                    if f is None:
+                        break
+                    got.append(f)
+                time.sleep(0.025)
+            return got
+
+        started = time.monotonic()
+        got = await asyncio.to_thread(drain)
+        took = time.monotonic() - started
+        closes = [p for op, p in got if op == 8]
+        assert not closes, f"closed {closes[0][:2].hex()} {closes[0][2:]!r} after {took:.1f} s"
+        seqs = [json.loads(p)["seq"] for op, p in got if op == 1]
+        assert seqs == list(range(1, count + 1)), seq_ranges(seqs)
+        assert took > 2 * T, f"drained in {took:.1f} s: not slow enough to test anything"
+        assert await wait_log(gw, verdict_of(remote), 0.5) is None
+        slow.close()
+        await pub.close()
+
+    run(main())
+
+
 # -- 4. a thousand subscribers ----------------------------------------------------------
 
 def proc_kib(pid):
