@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -147,6 +148,31 @@ static void metrics_process(struct textbuf *out, const char *env, const struct p
                          p->start_time_seconds);
 }
 
+/* A gauge with one sample per worker slot in use, read from the int64
+ * field at `field` of each slot (negative values, a counter briefly
+ * behind, show as 0); a lone worker="0" sample before any worker ran, so
+ * the series exists from the first scrape. */
+static void metrics_per_worker(struct textbuf *out, const char *env, const struct segment *seg,
+                               const char *name, const char *help, size_t field)
+{
+    metrics_header(out, name, "gauge", help);
+    int any = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
+        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
+            continue;
+        char slot[16];
+        snprintf(slot, sizeof(slot), "%d", i);
+        const _Atomic int64_t *v = (const _Atomic int64_t *)((const char *)w + field);
+        int64_t n = atomic_load_explicit(v, memory_order_relaxed);
+        metrics_sample(out, name, env, "worker", slot, n > 0 ? (uint64_t)n : 0);
+        any = 1;
+    }
+    if (!any)
+        metrics_sample(out, name, env, "worker", "0", 0);
+}
+
 void metrics_render(const struct segment *seg, const struct procstat *proc, struct textbuf *out)
 {
     char env[CONFIG_STR_MAX];
@@ -156,43 +182,20 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     snprintf(env, sizeof(env), "%s", cfg.environment);
     segment_sum_counters(seg, &t);
 
-    const char *name = "websocket_connections_active";
-    metrics_header(out, name, "gauge", "Open WebSocket connections, per worker slot.");
-    int any = 0;
     uint32_t states[WORKER_STATE_COUNT] = {0};
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
-        const struct segment_worker *w = &seg->worker[i];
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
-        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
-            continue;
-        states[state]++;
-        char slot[16];
-        snprintf(slot, sizeof(slot), "%d", i);
-        int64_t c = atomic_load_explicit(&w->connections, memory_order_relaxed);
-        metrics_sample(out, name, env, "worker", slot, c > 0 ? (uint64_t)c : 0);
-        any = 1;
+        uint32_t state = atomic_load_explicit(&seg->worker[i].state, memory_order_relaxed);
+        if (state != WORKER_EMPTY && state < WORKER_STATE_COUNT)
+            states[state]++;
     }
-    if (!any)
-        metrics_sample(out, name, env, "worker", "0", 0);
-
-    name = "websocket_queued_frame_bytes";
-    metrics_header(out, name, "gauge",
-                   "Memory held by message frames waiting in send queues, per worker slot "
-                   "(a frame shared by many subscribers counts once).");
-    any = 0;
-    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
-        const struct segment_worker *w = &seg->worker[i];
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
-        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
-            continue;
-        char slot[16];
-        snprintf(slot, sizeof(slot), "%d", i);
-        int64_t b = atomic_load_explicit(&w->queued_frame_bytes, memory_order_relaxed);
-        metrics_sample(out, name, env, "worker", slot, b > 0 ? (uint64_t)b : 0);
-        any = 1;
-    }
-    if (!any)
-        metrics_sample(out, name, env, "worker", "0", 0);
+    metrics_per_worker(out, env, seg, "websocket_connections_active",
+                       "Open WebSocket connections, per worker slot.",
+                       offsetof(struct segment_worker, connections));
+    metrics_per_worker(out, env, seg, "websocket_queued_frame_bytes",
+                       "Memory held by message frames waiting in send queues, per worker slot "
+                       "(a frame shared by many subscribers counts once).",
+                       offsetof(struct segment_worker, queued_frame_bytes));
+    const char *name;
 
     metrics_counter(out, "websocket_connections_total",
                     "WebSocket connections accepted (upgraded) since start.", env,

@@ -57,6 +57,16 @@ async def burst(pub, stream, first, count=BURST, wait=True, timeout=30):
     return ids
 
 
+async def raw_subscriber(gw, stream, rcvbuf, rid):
+    """A RawWS subscribed to `stream` (its `subscribed` reply read), with
+    the given receive buffer: it reads only when the test says so."""
+    ws = await asyncio.to_thread(RawWS, gw.port, rcvbuf)
+    ws.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": rid}))
+    op, payload = await asyncio.to_thread(ws.read_frame)
+    assert json.loads(payload)["type"] == "subscribed", payload
+    return ws
+
+
 def seq_ranges(seqs, limit=8):
     """'13-17, 64-68, …' for a set of seqs."""
     out = []
@@ -471,10 +481,7 @@ def test_subscriber_accepting_nothing_is_closed_after_send_timeout_below_max_sen
         (c,) = await connect_on(gw, [0])
         reader = Reader(c, "reader", stream)
         await c.subscribe(stream)
-        stuck = await asyncio.to_thread(RawWS, gw.port, 4096)
-        stuck.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "stuck"}))
-        op, payload = await asyncio.to_thread(stuck.read_frame)
-        assert json.loads(payload)["type"] == "subscribed", payload
+        stuck = await raw_subscriber(gw, stream, 4096, "stuck")
         remote = f"127.0.0.1:{stuck.local_port}"
         pub = await RawPublisher.connect(gw)
         filled_at = time.time()
@@ -513,10 +520,7 @@ def test_slow_but_steady_reader_is_not_closed(gateway_factory):
     count = 250  # 250 x 16 KB
 
     async def main():
-        slow = await asyncio.to_thread(RawWS, gw.port, 65536)
-        slow.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "slow"}))
-        op, payload = await asyncio.to_thread(slow.read_frame)
-        assert json.loads(payload)["type"] == "subscribed", payload
+        slow = await raw_subscriber(gw, stream, 65536, "slow")
         remote = f"127.0.0.1:{slow.local_port}"
         pub = await RawPublisher.connect(gw)
         await burst(pub, stream, 1, count=count)
@@ -949,10 +953,7 @@ def test_send_timeout_is_live_on_reload(gateway_factory):
     stream = "bed/21/ecg"
 
     async def main():
-        stuck = await asyncio.to_thread(RawWS, gw.port, 4096)
-        stuck.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "stuck"}))
-        op, payload = await asyncio.to_thread(stuck.read_frame)
-        assert json.loads(payload)["type"] == "subscribed", payload
+        stuck = await raw_subscriber(gw, stream, 4096, "stuck")
         remote = f"127.0.0.1:{stuck.local_port}"
         pub = await RawPublisher.connect(gw)
         await burst(pub, stream, 1, count=40)
