@@ -10,16 +10,31 @@ import { SLOW, sleep, waitFor } from "./harness.mjs";
 
 export const STREAM = "patient/1/ecg";
 
+// Every client a test made, so that a failed test still closes them all
+// (their reconnect timers would keep the test process alive).
+const clients = new Set();
+export function client(urls, opts) {
+  const c = new WsgateClient(urls, { WebSocket, ...opts });
+  clients.add(c);
+  return c;
+}
+export function closeClients() {
+  for (const c of clients) c.close();
+  clients.clear();
+}
+
 export class Publisher {
   constructor(urls, opts = {}) {
-    this.client = new WsgateClient(urls, { WebSocket, backoff: { initialMs: 50, maxMs: 500 },
+    this.client = client(urls, { backoff: { initialMs: 50, maxMs: 500 },
       publishTimeoutMs: 5000, ...opts });
+    // The stream's epoch as an index: the test moves it on when it makes the
+    // sequence restart (acks on one connection need not come in seq order).
+    this.epoch = 0;
     this.acked = new Map(); // k -> {epoch: index, seq}
     this.bySeq = new Map(); // "epoch:seq" -> k
     this.unknown = new Set(); // k whose outcome is unknown
     this.refused = new Map(); // code -> count
-    this.epoch = 0;
-    this.lastSeq = 0;
+    this.lastSeq = 0; // highest acked seq in the current epoch
     this.sent = 0;
     this.inflight = new Set();
   }
@@ -39,10 +54,7 @@ export class Publisher {
   publishOne() {
     const k = this.sent++;
     const p = this.client.publish(STREAM, { k, t: Date.now() }).then(({ seq }) => {
-      // Acks arrive in publish order on one connection; a seq going back
-      // means the stream's sequence restarted (new epoch).
-      if (seq <= this.lastSeq) this.epoch++;
-      this.lastSeq = seq;
+      this.lastSeq = Math.max(this.lastSeq, seq);
       this.acked.set(k, { epoch: this.epoch, seq });
       this.bySeq.set(`${this.epoch}:${seq}`, k);
     }, (e) => {
@@ -51,6 +63,11 @@ export class Publisher {
     });
     this.inflight.add(p);
     p.finally(() => this.inflight.delete(p));
+  }
+
+  newEpoch() {
+    this.epoch++;
+    this.lastSeq = 0;
   }
 
   async settle() {
@@ -74,8 +91,7 @@ export class Subscriber {
     this.recoveryMs = null;
     this.states = [];
     this.errors = [];
-    this.client = new WsgateClient(urls, { WebSocket, backoff: { initialMs: 100, maxMs: 1000 },
-      ...opts });
+    this.client = client(urls, { backoff: { initialMs: 100, maxMs: 1000 }, ...opts });
     this.client.on("state", (s) => {
       this.states.push(s);
       if (s === "reconnecting" && this.faultAt) this.interrupted = true;
@@ -184,8 +200,7 @@ export function summary(name, pub, subs) {
   };
 }
 
-export async function closeAll(pub, subs) {
-  for (const s of subs) s.client.close();
-  pub.client.close();
+export async function closeAll() {
+  closeClients();
   await sleep(50 * SLOW);
 }

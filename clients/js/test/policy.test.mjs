@@ -4,17 +4,20 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 import WebSocket from "ws";
-import { WsgateClient } from "../wsgate.js";
+import { client as makeClient, closeClients } from "./fleet.mjs";
 import { Gateway, Relay, SLOW, freePort, hs256, makeSecret, sleep, stopAll, tmpDir, waitFor } from "./harness.mjs";
 
-afterEach(async () => { await stopAll(); });
+afterEach(async () => {
+  closeClients();
+  await stopAll();
+});
 
 const opened = (client) => waitFor(() => client.state === "open", 10000, "the client to open");
 
-test("several URLs: a refused one is skipped for the next", async () => {
+test("several URLs: a refused one is skipped for the next", { timeout: 60000 }, async () => {
   const gw = await (await Gateway.create(tmpDir("urls"))).start();
   const dead = `ws://127.0.0.1:${await freePort()}/ws`;
-  const client = new WsgateClient([dead, gw.url], { WebSocket, backoff: { initialMs: 50, maxMs: 200 } });
+  const client = makeClient([dead, gw.url], { WebSocket, backoff: { initialMs: 50, maxMs: 200 } });
   const got = [];
   client.subscribe("patient/9/ecg", { onMessage: (m) => got.push(m.seq) });
   await opened(client);
@@ -27,10 +30,10 @@ test("several URLs: a refused one is skipped for the next", async () => {
   assert.equal(client.state, "closed");
 });
 
-test("a publish whose connection breaks before its ack rejects outcome_unknown", async () => {
+test("a publish whose connection breaks before its ack rejects outcome_unknown", { timeout: 60000 }, async () => {
   const gw = await (await Gateway.create(tmpDir("unknown"))).start();
   const relay = await Relay.start(gw.port);
-  const client = new WsgateClient(relay.url, { WebSocket, pingIntervalMs: 200, pongTimeoutMs: 200,
+  const client = makeClient(relay.url, { WebSocket, pingIntervalMs: 200, pongTimeoutMs: 200,
     backoff: { initialMs: 50, maxMs: 200 } });
   await opened(client);
   assert.equal((await client.publish("patient/9/ecg", 1)).seq, 1);
@@ -44,13 +47,13 @@ test("a publish whose connection breaks before its ack rejects outcome_unknown",
   client.close();
 });
 
-test("close 1003 (the client sent binary) is reported and not retried", async () => {
+test("close 1003 (the client sent binary) is reported and not retried", { timeout: 60000 }, async () => {
   const gw = await (await Gateway.create(tmpDir("binary"))).start();
   // A broken WebSocket that sends text as binary frames: the gateway closes 1003.
   class BinaryWS extends WebSocket {
     send(data) { super.send(Buffer.from(data)); }
   }
-  const client = new WsgateClient(gw.url, { WebSocket: BinaryWS, backoff: { initialMs: 10, maxMs: 20 } });
+  const client = makeClient(gw.url, { WebSocket: BinaryWS, backoff: { initialMs: 10, maxMs: 20 } });
   const errors = [];
   client.on("error", (e) => errors.push(e));
   client.subscribe("patient/9/ecg", {});
@@ -60,14 +63,14 @@ test("close 1003 (the client sent binary) is reported and not retried", async ()
   assert.deepEqual(errors.map((e) => [e.code, e.closeCode]), [["protocol_error", 1003]]);
 });
 
-test("1008 with a token that cannot be refreshed: reported, no reconnect loop", async () => {
+test("1008 with a token that cannot be refreshed: reported, no reconnect loop", { timeout: 60000 }, async () => {
   const dir = tmpDir("static");
   const { secret, file } = makeSecret(dir);
   const gw = await (await Gateway.create(dir, { auth_mode: "jwt", jwt_algorithms: ["HS256"],
     jwt_key_file: file })).start();
   const now = Math.floor(Date.now() / 1000);
   const token = hs256({ sub: "d", exp: now + 2, streams: { subscribe: ["patient/*"] } }, secret);
-  const client = new WsgateClient(gw.url, { WebSocket, token, backoff: { initialMs: 10, maxMs: 20 } });
+  const client = makeClient(gw.url, { WebSocket, token, backoff: { initialMs: 10, maxMs: 20 } });
   const errors = [];
   client.on("error", (e) => errors.push(e));
   await opened(client);
@@ -77,9 +80,9 @@ test("1008 with a token that cannot be refreshed: reported, no reconnect loop", 
   assert.match(errors[0].message, /token expired/);
 });
 
-test("unsubscribe stops delivery; the connection stays", async () => {
+test("unsubscribe stops delivery; the connection stays", { timeout: 60000 }, async () => {
   const gw = await (await Gateway.create(tmpDir("unsub"))).start();
-  const client = new WsgateClient(gw.url, { WebSocket });
+  const client = makeClient(gw.url, { WebSocket });
   const got = [];
   const sub = client.subscribe("patient/9/ecg", { onMessage: (m) => got.push(m.seq) });
   await waitFor(() => sub.epoch !== null, 5000, "subscribed");
