@@ -131,7 +131,7 @@ def test_help_lists_every_key():
               if line.startswith("  ") and line.split()}
     for key in DESIGN_KEYS + POOL_KEYS:
         assert key in listed, f"{key} missing from -h:\n{out.stdout}"
-    # defaults shown as DESIGN.md gives them
+    # defaults shown as the original design gives them (README's key table)
     for key, default in [("port", "8003"), ("metrics_port", "8004"), ("workers", "0"),
                          ("max_connections", "10000"), ("max_message_size", "1048576"),
                          ("environment", '"production"')]:

@@ -1,5 +1,5 @@
 """Metrics (issue 3): /metrics on port 8003 and on metrics_port, checked by
-promtool, against DESIGN.md's table, counter by counter after scripted
+promtool, against the metrics table of docs/ARCHITECTURE.md, counter by counter after scripted
 traffic, and end to end through a real Prometheus running the runbook's
 queries."""
 import json
@@ -28,7 +28,7 @@ STATES = ["starting", "running", "draining", "dead"]
 BUCKETS = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
            "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]
 
-# DESIGN.md's table: name -> (type, label name or None)
+# docs/ARCHITECTURE.md's metrics table (the original design's rows): name -> (type, label name or None)
 TABLE = {
     "websocket_connections_active": ("gauge", "worker"),
     "websocket_connections_total": ("counter", None),
@@ -165,7 +165,7 @@ def test_every_label_value_present_at_zero_from_first_scrape(gateway_factory):
         for n in ("messages_received", "messages_sent", "bytes_received", "bytes_sent"):
             assert metric(s, f"websocket_{n}_total") == 0, n
         assert metric(s, "websocket_connections_active") == 0
-        # exactly the label values DESIGN.md lists, no more
+        # exactly the label values docs/ARCHITECTURE.md lists, no more
         reasons = {dict(ls)["reason"] for (n, ls) in s if n == "websocket_disconnections_total"}
         assert reasons == set(REASONS)
         types = {dict(ls)["error_type"] for (n, ls) in s
