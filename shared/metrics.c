@@ -246,7 +246,7 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_sample(out, name, env, "result", "success", atomic_load(&seg->config_reloads_success));
     metrics_sample(out, name, env, "result", "failure", atomic_load(&seg->config_reloads_failure));
 
-    /* Not in DESIGN.md's table: dashboards annotate config changes with it
+    /* Not in the original design's table (docs/ARCHITECTURE.md, Metrics): dashboards annotate config changes with it
      * (a reload that changed nothing still bumps it). */
     metrics_header(out, "websocket_config_generation", "gauge",
                    "Configuration generation in force (1 at start, +1 per successful reload).");

@@ -78,7 +78,7 @@ enum segment_connection_error {
 };
 
 /* Why a request was refused with an `error` message: its `code` (the
- * `code` label of websocket_messages_refused_total; PROTOCOL.md's codes). */
+ * `code` label of websocket_messages_refused_total; docs/PROTOCOL.md's codes). */
 enum segment_refusal {
     REFUSED_BAD_REQUEST = 0,
     REFUSED_UNAUTHORIZED,

@@ -205,7 +205,7 @@ static int router_raw_member(const char *msg, size_t len, size_t index, const ch
 }
 
 
-/* The `stream` field, checked against PROTOCOL.md's naming rule. */
+/* The `stream` field, checked against docs/PROTOCOL.md's naming rule. */
 static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_t *len)
 {
     json_t *stream = json_object_get(root, "stream");

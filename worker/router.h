@@ -1,5 +1,5 @@
 /*
- * router — the application protocol (PROTOCOL.md "Messages"): one JSON
+ * router — the application protocol (docs/PROTOCOL.md "Messages"): one JSON
  * object per text message, dispatched on "type".
  *
  * Every request that is refused gets an `error` with a precise code and the

@@ -291,7 +291,7 @@ static size_t fuzz_wire_len;
 
 static void fuzz_wire_violation(const char *what, size_t at)
 {
-    fprintf(stderr, "fuzz_harness: server output violates RFC 6455/PROTOCOL.md at byte %zu: %s\n",
+    fprintf(stderr, "fuzz_harness: server output violates RFC 6455/docs/PROTOCOL.md at byte %zu: %s\n",
             at, what);
     fprintf(stderr, "fuzz_harness: server frames (hex):");
     for (size_t i = 0; i < fuzz_wire_len && i < 512; i++)

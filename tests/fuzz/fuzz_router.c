@@ -9,10 +9,10 @@
  * first, so a publish to it comes back as a `message`.
  *
  * Oracles: the wire carries only well-formed text frames holding JSON
- * objects; a request gets at least one reply (PROTOCOL.md: a refused
+ * objects; a request gets at least one reply (docs/PROTOCOL.md: a refused
  * request always gets an `error`; only a publish without id may get
  * none); the first reply to a request carries an `id` equal to the
- * request's (stream `message`s and `gap`s, which PROTOCOL.md lets come
+ * request's (stream `message`s and `gap`s, which docs/PROTOCOL.md lets come
  * before an ack, are not replies); a `message` carries the publisher's
  * `data` unchanged.
  * Everything is freed per input.
@@ -47,7 +47,7 @@ static void fuzz_router_on_text(void *arg, const char *json, size_t len)
         return;
     }
     if (strcmp(type, "message") == 0) {
-        /* PROTOCOL.md: `data` is the publisher's JSON, byte for byte. */
+        /* docs/PROTOCOL.md: `data` is the publisher's JSON, byte for byte. */
         if (!r->data || !json_equal(r->data, json_object_get(doc, "data")) ||
             strcmp(json_string_value(json_object_get(doc, "stream")), FUZZ_ROUTER_STREAM) != 0) {
             fprintf(stderr, "fuzz_router: a message does not carry the published data\n");

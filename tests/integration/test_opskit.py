@@ -1,7 +1,7 @@
 """Operations kit (issue 6): the Kubernetes manifests, the Grafana dashboard
 and the Prometheus alert rules in etc/, checked offline against their
 schemas and tools, against the gateway's own config and the runbook
-(../shared/RUNBOOK.md), and end to end against the real gateway through a
+(docs/RUNBOOK.md), and end to end against the real gateway through a
 real Prometheus. The cluster broker's panels and alerts (issue 8) are
 checked against a gateway in cluster mode, connected to a real redis-server
 on loopback that the tests start.
@@ -29,6 +29,7 @@ import pytest
 import websockets
 import yaml
 
+import runbook
 from conftest import ROOT, SLOW, WSGATE_BIN, free_port, parse_metrics
 
 ETC = os.path.join(ROOT, "etc")
@@ -44,7 +45,7 @@ DOCKERFILE = os.path.join(K8S, "Dockerfile")
 VALIDATOR_DIR = os.path.join(ROOT, "tools", "k8s-validate")
 VALIDATOR = os.path.join(VALIDATOR_DIR, "validate.js")
 SYNC_CONFIGMAP = os.path.join(VALIDATOR_DIR, "sync-configmap.py")
-RUNBOOK = os.path.normpath(os.path.join(ROOT, "..", "shared", "RUNBOOK.md"))
+RUNBOOK = runbook.PATH
 PYTHON = "/usr/bin/python3"
 PROMETHEUS = "/usr/bin/prometheus"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -245,20 +246,8 @@ def alert_rules():
 
 
 def runbook_queries():
-    """The runbook's PromQL: the curl ...query=... lines and the promql block."""
-    text = read(RUNBOOK)
-    out = []
-    for m in re.finditer(r'query=((?:[^"\\]|\\.)*)"', text):
-        out.append(m.group(1).replace('\\"', '"'))
-    for block in re.findall(r"```promql\n(.*?)```", text, re.S):
-        out += [l.strip() for l in block.splitlines() if l.strip() and not l.startswith("#")]
-    seen, uniq = set(), []
-    for q in out:
-        key = re.sub(r"\s+", "", q)
-        if key not in seen:
-            seen.add(key)
-            uniq.append(q)
-    return uniq
+    """The runbook's PromQL: its Prometheus curl commands and its promql block."""
+    return runbook.queries()
 
 
 def runbook_anchors():
@@ -497,10 +486,8 @@ def test_configmap_carries_etc_config_files_byte_for_byte():
 
 
 def runbook_probe_patch():
-    text = read(RUNBOOK)
-    m = re.search(r"kubectl patch deployment websocket -n vitalstream -p '(.*?)'", text, re.S)
-    assert m, "runbook's health-check patch not found"
-    patch = json.loads(m.group(1))
+    (text,) = runbook.patch_json("deployment websocket")
+    patch = json.loads(text)
     (container,) = patch["spec"]["template"]["spec"]["containers"]
     return container
 

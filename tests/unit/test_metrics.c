@@ -1,7 +1,7 @@
 /*
  * Unit suite for shared/metrics.c: the Prometheus text rendered from a
  * hand-filled in-memory segment, compared byte for byte with a golden text;
- * then properties of any rendering: every series of DESIGN.md's metrics
+ * then properties of any rendering: every series of docs/ARCHITECTURE.md's metrics
  * table with HELP and TYPE, every reason/error_type/state/result label at 0
  * from the start, the environment label on every sample, cumulative
  * histogram buckets with _count equal to +Inf, the process_* block only when
@@ -320,7 +320,7 @@ static const struct {
     {"websocket_connections_total", "counter"},
     {"websocket_disconnections_total", "counter"},
     {"websocket_connection_errors_total", "counter"},
-    /* Not in DESIGN.md's table: added with the abuse limits (issue 7), so
+    /* Not in the original design's table (docs/ARCHITECTURE.md): added with the abuse limits (issue 7), so
      * refusals (forbidden, rate_limited, ...) are counted. */
     {"websocket_messages_refused_total", "counter"},
     {"websocket_message_latency_seconds", "histogram"},
@@ -335,7 +335,7 @@ static const struct {
     {"websocket_max_connections", "gauge"},
 };
 
-/* Beyond DESIGN.md's table, for dashboards' config-change annotations. */
+/* Beyond the original design's table (docs/ARCHITECTURE.md), for dashboards' config-change annotations. */
 static const struct {
     const char *name;
     const char *type;
