@@ -66,7 +66,10 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
         json_object_set_new(root, "reason", json_string(reason));
     json_object_set_new(root, "version", json_string(WSGATE_VERSION));
     json_object_set_new(root, "environment", json_string(cfg.environment));
-    json_object_set_new(root, "uptime_s", json_real((double)(now - seg->created_at_ms) / 1000.0));
+    /* `uptime` is PROTOCOL.md's name; `uptime_s` stays for existing readers. */
+    double uptime = (double)(now - seg->created_at_ms) / 1000.0;
+    json_object_set_new(root, "uptime", json_real(uptime));
+    json_object_set_new(root, "uptime_s", json_real(uptime));
     json_object_set_new(root, "config_generation", json_integer((json_int_t)generation));
     json_object_set_new(root, "master_pid", json_integer(atomic_load(&seg->master_pid)));
 
