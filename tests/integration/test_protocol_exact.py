@@ -171,3 +171,43 @@ def test_health_detailed_names_uptime(gateway):
         doc = gateway.detailed(port=port)
         assert isinstance(doc["uptime"], (int, float)) and doc["uptime"] > 0, doc
         assert abs(doc["uptime"] - doc["uptime_s"]) < 1, doc
+
+
+def test_port_answers_draining_until_workers_exit(gateway_factory):
+    """During a drain the WebSocket port keeps answering (README, PROTOCOL.md,
+    the runbook's readiness probe): /health 503 draining, /health/detailed
+    503, an upgrade 503 with Retry-After; it closes when the workers exit."""
+    import signal
+    import socket
+    gw = gateway_factory({"workers": 2, "heartbeat_interval": 600, "handshake_timeout": 60,
+                          "shutdown_timeout": 60})
+    # idle connections hold both workers' drain open (a worker exits when
+    # its last connection is gone)
+    idle = [socket.create_connection(("127.0.0.1", gw.port), timeout=5 * SLOW) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        gw.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3 * SLOW
+        while gw.http("/health", port=gw.metrics_port)[0] != 503:
+            assert time.monotonic() < deadline, "master /health never said draining"
+            time.sleep(0.05)
+        time.sleep(0.3)  # both workers have had the signal
+        for _ in range(6):
+            line, body = raw_exchange(gw.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert line.startswith("HTTP/1.1 503 "), line
+            assert json.loads(body) == {"status": "draining"}, body
+            status, body = gw.http("/health/detailed")
+            assert status == 503 and json.loads(body)["status"] == "draining", body
+            ws = wf.RawWS(gw.port)
+            try:
+                resp = ws.handshake(expect=503)
+                assert resp.header("retry-after"), resp
+            finally:
+                ws.close_socket()
+        assert gw.proc.poll() is None
+    finally:
+        for s in idle:
+            s.close()
+    assert gw.proc.wait(timeout=5 * SLOW) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", gw.port), timeout=2)
