@@ -453,9 +453,22 @@ static char *router_raw_id(const char *msg, size_t len, json_t *root)
     return out;
 }
 
+/* The `type` label its reply's duration is observed under. */
+static enum segment_request_type router_request_type(json_t *root)
+{
+    json_t *type = json_is_object(root) ? json_object_get(root, "type") : NULL;
+    const char *t = json_is_string(type) ? json_string_value(type) : "";
+    for (int i = 0; i < REQUEST_INVALID; i++) {
+        if (strcmp(t, segment_request_type_name((enum segment_request_type)i)) == 0)
+            return (enum segment_request_type)i;
+    }
+    return REQUEST_INVALID;
+}
+
 void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
                     const json_error_t *err)
 {
+    c->msg_type = router_request_type(root);
     char *id = router_raw_id(msg, len, root);
     if (!router_admit(c, id)) {
         free(id);

@@ -410,6 +410,9 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
         return -1;
     memcpy(chunk->data, hdr, hlen);
     memcpy(chunk->data + hlen, text, len);
+    /* Text built here answers a request (stream messages are shared frames,
+     * sendq_push_frame): its time counts as request duration, not latency. */
+    chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
     sendq_push(&c->out, chunk);
     conn_mark_dirty(c);
     return 0;

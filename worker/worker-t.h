@@ -37,7 +37,9 @@ struct sendq_chunk {
     uint64_t origin_ns; /* when the message entered the gateway; 0 = no latency */
     uint32_t len;
     uint32_t off;       /* bytes already handed to the kernel */
-    uint32_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t request;   /* a reply: 1 + its enum segment_request_type, observed as
+                           request duration; 0: a stream message (latency) */
     char data[];
 };
 
@@ -131,6 +133,9 @@ struct conn {
     uint64_t last_ping_ns;
     uint64_t closing_since_ns;
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
+    enum segment_request_type msg_type; /* what that message asked for */
+    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     int text_message;               /* current incoming message is text */

@@ -211,3 +211,44 @@ def test_port_answers_draining_until_workers_exit(gateway_factory):
     assert gw.proc.wait(timeout=5 * SLOW) == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", gw.port), timeout=2)
+
+
+def test_message_latency_counts_deliveries_only(gateway_factory):
+    """websocket_message_latency_seconds: one sample per stream message
+    delivered to a subscriber, none for replies. 10 messages to 2
+    subscribers: exactly +20; the replies (subscribed, ack) go to
+    websocket_request_duration_seconds{type} instead."""
+    from conftest import metric
+    gw = gateway_factory({"workers": 2, "heartbeat_interval": 600})
+    before = gw.metrics()
+    subs = [wf.open_ws(gw.port) for _ in range(2)]
+    pub = wf.open_ws(gw.port)
+    try:
+        for s in subs:
+            s.send_text('{"type":"subscribe","stream":"lat/1","id":1}')
+            assert json.loads(recv_text(s))["type"] == "subscribed"
+        for i in range(10):
+            pub.send_text('{"type":"publish","stream":"lat/1","data":%d,"id":%d}' % (i, i))
+            assert json.loads(recv_text(pub))["type"] == "ack"
+        for s in subs:
+            for i in range(10):
+                assert json.loads(recv_text(s))["data"] == i
+        pub.send_text('{"type":"ping","id":1}')
+        assert json.loads(recv_text(pub))["type"] == "pong"
+    finally:
+        for c in subs + [pub]:
+            c.close_socket()
+
+    def moved(name, **labels):
+        return metric(gw.metrics(), name, **labels) - metric(before, name, **labels)
+    deadline = time.monotonic() + 3 * SLOW
+    while moved("websocket_request_duration_seconds_count", type="ping") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert moved("websocket_message_latency_seconds_count") == 20
+    assert moved("websocket_message_latency_seconds_bucket", le="+Inf") == 20
+    assert moved("websocket_request_duration_seconds_count", type="subscribe") == 2
+    assert moved("websocket_request_duration_seconds_count", type="publish") == 10
+    assert moved("websocket_request_duration_seconds_count", type="ping") == 1
+    for t in ("unsubscribe", "auth", "invalid"):
+        assert moved("websocket_request_duration_seconds_count", type=t) == 0, t
