@@ -12,6 +12,7 @@
 #include "framescan.h"
 #include "log.h"
 #include "router.h"
+#include "rtt.h"
 #include "segment.h"
 #include "sendq.h"
 
@@ -210,6 +211,9 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
         c->in_message = 1;
         router_handle(c, (const char *)arg->msg, arg->msg_length);
         c->in_message = 0;
+    } else if (arg->opcode == WSLAY_PONG) {
+        /* last_rx_ns: when these bytes were read, before any work on them. */
+        rtt_pong(c, arg->msg, arg->msg_length, c->last_rx_ns);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -478,7 +482,8 @@ void session_close_policy(struct conn *c, const char *why)
 
 void session_ping(struct conn *c, uint64_t now_ns)
 {
-    static const uint8_t ping[] = {0x89, 0x00}; /* FIN + ping, empty, unmasked */
+    uint8_t ping[2 + RTT_PAYLOAD_LEN] = {0x89, RTT_PAYLOAD_LEN}; /* FIN + ping, unmasked */
+    rtt_ping_payload(c, now_ns, ping + 2);
     c->last_ping_ns = now_ns;
     /* Written directly: a heartbeat must not bring back the wslay context
      * of an idle connection, and wslay never stops mid-frame. */

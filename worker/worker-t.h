@@ -135,6 +135,7 @@ struct conn {
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
     enum segment_request_type msg_type; /* what that message asked for */
     uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    uint64_t ping_sent_ns;          /* the latest heartbeat ping's payload (rtt.h) */
     unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
@@ -272,6 +273,7 @@ struct worker {
      * BIO by then) and where outgoing ciphertext is staged in a flush. */
     int64_t trim_peak_conns;         /* most connections since the heap was last trimmed */
     uint64_t trim_last_ns;
+    uint64_t rtt_swept_ns;           /* slowest-by-RTT table last published */
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];

@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "hub.h"
 #include "log.h"
+#include "rtt.h"
 #include "segment.h"
 #include "session.h"
 #include "tlsconn.h"
@@ -155,6 +156,12 @@ static void worker_on_tick(uv_timer_t *t)
     hub_sweep(w, now);
     broker_sweep(w, now);
     worker_maybe_trim(w, now);
+    /* What the sweep queued (heartbeat pings, timeout closes) goes now: the
+     * uv_check flush runs only after the next poll, which may sleep until
+     * the next tick, and a heartbeat's round trip is timed from here. */
+    conn_flush_dirty(w);
+    /* After the flush: unsent bytes are then what the kernel would not take. */
+    rtt_sweep(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
