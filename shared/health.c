@@ -100,6 +100,19 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
     json_object_set_new(conns, "limit", json_integer(cfg.max_connections));
     json_object_set_new(root, "connections", conns);
 
+    /* Heartbeat round trips since start, from the RTT histogram (as
+     * histogram_quantile computes them); null until a pong came back. */
+    struct segment_totals t;
+    segment_sum_counters(seg, &t);
+    json_t *rtt = json_object();
+    uint64_t samples = segment_histogram_count(t.rtt_bucket);
+    json_object_set_new(rtt, "p50", samples ? json_real(segment_histogram_quantile(t.rtt_bucket, 0.5))
+                                            : json_null());
+    json_object_set_new(rtt, "p99", samples ? json_real(segment_histogram_quantile(t.rtt_bucket, 0.99))
+                                            : json_null());
+    json_object_set_new(rtt, "samples", json_integer((json_int_t)samples));
+    json_object_set_new(root, "rtt", rtt);
+
     json_t *streams = json_object();
     const struct streamlog *sl = segment_streams(seg);
     json_object_set_new(streams, "active", json_integer(sl ? atomic_load(&sl->active) : 0));
