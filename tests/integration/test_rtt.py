@@ -6,7 +6,7 @@ subscriptions), /health/detailed gives p50/p99, and a real client library's
 automatic pongs are measured too.
 
 Clients here are raw sockets that decide, frame by frame, how to answer the
-server's pings: at once, 300 ms late, with a wrong payload, or with pongs
+server's pings: at once, 600 ms late, with a wrong payload, or with pongs
 nobody asked for.
 """
 import asyncio
@@ -20,7 +20,7 @@ from conftest import SLOW, metric
 from gwutil import OP_PING, OP_PONG, OP_TEXT, RawWS
 from test_wsstat import wsstat_json
 
-DELAY = 0.3
+DELAY = 0.6  # a late pong; prompt ones stay far below even in a sanitized build
 
 
 class Answerer(threading.Thread):
@@ -95,7 +95,7 @@ def test_rtt_counts_matching_pongs_and_shows_the_slowest(gateway_factory):
             metric(before, "websocket_client_rtt_seconds_count")
         assert got == want, (got, quick.echoed, late.echoed, noisy.echoed)
         # the late client's round trips are all above DELAY, the others' below
-        slow_bucket = metric(m, "websocket_client_rtt_seconds_bucket", le="0.25")
+        slow_bucket = metric(m, "websocket_client_rtt_seconds_bucket", le="0.5")
         assert slow_bucket == quick.echoed + noisy.echoed, (slow_bucket, quick.echoed)
         assert metric(m, "websocket_client_rtt_seconds_sum") >= DELAY * late.echoed
 
@@ -117,7 +117,7 @@ def test_rtt_counts_matching_pongs_and_shows_the_slowest(gateway_factory):
         assert doc["rtt"]["samples"] == got, doc["rtt"]
         assert 0 < doc["rtt"]["p50"] <= doc["rtt"]["p99"], doc["rtt"]
         # a quarter of the pongs are the late ones: p99 sits in their bucket
-        assert doc["rtt"]["p99"] > 0.25, doc["rtt"]
+        assert doc["rtt"]["p99"] > 0.5, doc["rtt"]
     finally:
         for c in clients:
             c.ws.close()
