@@ -218,6 +218,7 @@ struct hub_sub {
     uint64_t since;
     char *epoch;
     char *id_json;
+    uint64_t received_ns;           /* the subscribe's receive time (its reply's duration) */
     struct hub_frameq *queued, *queued_tail;
 };
 
@@ -226,6 +227,7 @@ struct hub_pub {
     struct hub_pub *next, *prev;    /* the connection's pending publishes */
     struct conn *conn;              /* NULL once the connection closed */
     char *id_json;
+    uint64_t received_ns;           /* the publish's receive time (its reply's duration) */
     uint32_t len;
     char stream[STREAMLOG_NAME_MAX + 1];
 };
