@@ -66,9 +66,20 @@ static int http_on_header_value(http_parser *p, const char *at, size_t len)
 static int http_on_headers_complete(http_parser *p)
 {
     struct http_request *req = http_from_parser(p);
-    req->complete = 1;
     req->http_major = p->http_major;
     req->http_minor = p->http_minor;
+    /* http-parser reads a request line without a version as HTTP/0.9
+     * (major 0), which has no headers and no status line to answer with:
+     * RFC 9112 3 requires the version, so refuse it rather than serve it. */
+    if (p->http_major == 0) {
+        req->no_version = 1;
+        return -1;
+    }
+    if (p->http_major != 1) {
+        req->bad_version = 1;
+        return -1;
+    }
+    req->complete = 1;
     if (p->method == HTTP_GET)
         req->method = HTTP_METHOD_GET_KIND;
     else if (p->method == HTTP_HEAD)
@@ -103,6 +114,8 @@ void http_request_init(struct http_request *req)
     req->last_was_value = 0;
     req->complete = 0;
     req->too_many_headers = 0;
+    req->no_version = 0;
+    req->bad_version = 0;
     req->method = HTTP_METHOD_OTHER;
     http_parser_init(&req->parser, HTTP_REQUEST);
 }
@@ -129,6 +142,8 @@ enum http_feed_result http_request_feed(struct http_request *req, const char *da
     }
     if (req->too_many_headers)
         return HTTP_FEED_TOO_BIG;
+    if (req->bad_version)
+        return HTTP_FEED_VERSION;
     if (err == HPE_HEADER_OVERFLOW)
         return HTTP_FEED_TOO_BIG;
     if (err != HPE_OK && err != HPE_PAUSED)
@@ -311,6 +326,7 @@ const char *http_status_text(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }

@@ -68,9 +68,27 @@ static void metrics_latency(struct textbuf *out, const char *env, const struct s
 {
     const char *name = "websocket_message_latency_seconds";
     metrics_header(out, name, "histogram",
-                   "Time from a message entering the gateway (its last frame received) until "
-                   "its bytes are handed to the kernel for one recipient.");
+                   "Time from a stream message entering the gateway (its publish's last frame "
+                   "received) until its bytes are handed to the kernel, once per subscriber it "
+                   "is delivered to live.");
     metrics_histogram(out, name, env, "", t->latency_bucket, t->latency_sum_ns);
+
+    name = "websocket_request_duration_seconds";
+    metrics_header(out, name, "histogram",
+                   "Time from a client request received until its reply (pong, subscribed, "
+                   "unsubscribed, ack, authenticated, error) is handed to the kernel, by "
+                   "request type.");
+    for (int r = 0; r < REQUEST_TYPE_COUNT; r++) {
+        char labels[48];
+        snprintf(labels, sizeof(labels), "type=\"%s\",", segment_request_type_name(r));
+        metrics_histogram(out, name, env, labels, t->request_bucket[r], t->request_sum_ns[r]);
+    }
+
+    name = "websocket_client_rtt_seconds";
+    metrics_header(out, name, "histogram",
+                   "Round trip of the heartbeat: from a server ping queued for a client until "
+                   "its pong (same payload) is read, one sample per pong.");
+    metrics_histogram(out, name, env, "", t->rtt_bucket, t->rtt_sum_ns);
 }
 
 /* Cluster mode: one set of series per configured broker, labelled with

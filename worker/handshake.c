@@ -276,7 +276,15 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
     if (r == HTTP_FEED_MORE)
         return;
     if (r == HTTP_FEED_BAD) {
-        handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL, "malformed HTTP request");
+        handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL,
+                         c->req->no_version
+                             ? "request line without HTTP version: send e.g. GET /health HTTP/1.1"
+                             : "malformed HTTP request");
+        return;
+    }
+    if (r == HTTP_FEED_VERSION) {
+        handshake_refuse(c, 505, CONN_ERROR_HANDSHAKE, NULL,
+                         "HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)");
         return;
     }
     if (r == HTTP_FEED_TOO_BIG) {

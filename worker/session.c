@@ -12,6 +12,7 @@
 #include "framescan.h"
 #include "log.h"
 #include "router.h"
+#include "rtt.h"
 #include "segment.h"
 #include "sendq.h"
 #include "wsframe.h"
@@ -211,6 +212,9 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
         c->in_message = 1;
         router_handle(c, (const char *)arg->msg, arg->msg_length);
         c->in_message = 0;
+    } else if (arg->opcode == WSLAY_PONG) {
+        /* last_rx_ns: when these bytes were read, before any work on them. */
+        rtt_pong(c, arg->msg, arg->msg_length, c->last_rx_ns);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -396,6 +400,9 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
         return -1;
     memcpy(chunk->data, hdr, hlen);
     memcpy(chunk->data + hlen, text, len);
+    /* Text built here answers a request (stream messages are shared frames,
+     * sendq_push_frame): its time counts as request duration, not latency. */
+    chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
     sendq_push(&c->out, chunk);
     conn_mark_dirty(c);
     return 0;
@@ -462,7 +469,8 @@ void session_close_policy(struct conn *c, const char *why)
 
 void session_ping(struct conn *c, uint64_t now_ns)
 {
-    static const uint8_t ping[] = {0x89, 0x00}; /* FIN + ping, empty, unmasked */
+    uint8_t ping[2 + RTT_PAYLOAD_LEN] = {0x89, RTT_PAYLOAD_LEN}; /* FIN + ping, unmasked */
+    rtt_ping_payload(c, now_ns, ping + 2);
     c->last_ping_ns = now_ns;
     /* Written directly: a heartbeat must not bring back the wslay context
      * of an idle connection, and wslay never stops mid-frame. */

@@ -31,8 +31,9 @@ int session_start(struct conn *c);
 void session_feed(struct conn *c, const uint8_t *data, size_t len);
 void session_free(struct conn *c);
 
-/* Queue one text message; origin_ns is the receive time of what it
- * answers (0: none), for the latency histogram. */
+/* Queue one text message; origin_ns is the receive time of the request it
+ * answers (0: none), observed in websocket_request_duration_seconds under
+ * c->msg_type. */
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns);
 
 /* Send a close frame with `code`, then close the connection once the

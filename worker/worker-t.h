@@ -37,7 +37,9 @@ struct sendq_chunk {
     uint64_t origin_ns; /* when the message entered the gateway; 0 = no latency */
     uint32_t len;
     uint32_t off;       /* bytes already handed to the kernel */
-    uint32_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t request;   /* a reply: 1 + its enum segment_request_type, observed as
+                           request duration; 0: a stream message (latency) */
     char data[];
 };
 
@@ -135,6 +137,10 @@ struct conn {
     uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
     uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
+    enum segment_request_type msg_type; /* what that message asked for */
+    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    uint64_t ping_sent_ns;          /* the latest heartbeat ping's payload (rtt.h) */
+    unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     int text_message;               /* current incoming message is text */
@@ -217,6 +223,7 @@ struct hub_sub {
     uint64_t since;
     char *epoch;
     char *id_json;
+    uint64_t received_ns;           /* the subscribe's receive time (its reply's duration) */
     struct hub_frameq *queued, *queued_tail;
 };
 
@@ -225,6 +232,7 @@ struct hub_pub {
     struct hub_pub *next, *prev;    /* the connection's pending publishes */
     struct conn *conn;              /* NULL once the connection closed */
     char *id_json;
+    uint64_t received_ns;           /* the publish's receive time (its reply's duration) */
     uint32_t len;
     char stream[STREAMLOG_NAME_MAX + 1];
 };
@@ -273,6 +281,7 @@ struct worker {
      * BIO by then) and where outgoing ciphertext is staged in a flush. */
     int64_t trim_peak_conns;         /* most connections since the heap was last trimmed */
     uint64_t trim_last_ns;
+    uint64_t rtt_swept_ns;           /* slowest-by-RTT table last published */
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];

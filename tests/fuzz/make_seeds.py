@@ -104,6 +104,10 @@ def http_seeds():
     s["tls-client-hello"] = bytes.fromhex("16030100a5010000a10303") + b"\x00" * 32
     s["invalid-method"] = b"G\x00T /ws HTTP/1.1\r\n\r\n"
     s["space-in-header-name"] = head(["Host : x", "Up grade: websocket"])
+    # issue 19: a request line without version is 400, HTTP/2 505
+    s["get-health-no-version"] = b"GET /health\r\n\r\n"
+    s["get-health-no-version-headers"] = b"GET /health\r\nHost: x\r\n\r\n"
+    s["get-health-http2"] = head(["Host: x"], target="/health", version="HTTP/2.0")
     return s
 
 # -------------------------------------------------------------------- config
@@ -174,6 +178,10 @@ def router_seeds():
     s["ping-id-bool"] = b'{"type":"ping","id":true}'
     s["ping-id-big-int"] = b'{"type":"ping","id":9223372036854775807}'
     s["ping-id-too-big"] = b'{"type":"ping","id":92233720368547758070}'
+    # issue 19: ids come back as their bytes
+    s["ping-id-30-digits"] = b'{"type":"ping","id":123456789012345678901234567890}'
+    s["ping-id-spaced-object"] = b'{ "id" : { "b" : [ 1 , 2.50 ] , "a" : "\\u00e9" } , "type":"ping"}'
+    s["ping-id-float-spelling"] = b'{"type":"ping","id":1E+2}'
     s["ping-whitespace"] = b' \t\r\n{ "type" : "ping" }\n '
     s["subscribe"] = b'{"type":"subscribe","stream":"patient/4711/ecg","since":10,"id":1}'
     s["subscribe-epoch"] = b'{"type":"subscribe","stream":"a","since":0,"epoch":"x1y2","id":2}'

@@ -66,12 +66,17 @@ REQUIRED_ALERTS = {
     "WebSocketBrokerDown": "a cluster broker unreachable",
     "WebSocketBrokerErrors": "broker timeouts and refused commands",
     "WebSocketBrokerLatencyHigh": "broker round trips slow",
+    # Issue 19: heartbeat round trips, disconnections against their own level.
+    "WebSocketClientRTTHigh": "client p99 RTT above threshold for 10m",
+    "WebSocketDisconnectionAnomaly": "disconnection rate jumps against its level 1h before",
 }
 # Panels issue 6 asks for, by title.
 REQUIRED_PANELS = [
     "Active WebSocket Connections", "Connection/Disconnection Rates", "Message Latency",
     "Connection Errors by Type", "Workers by State", "Worker Restarts", "Config Reloads",
     "Messages per Second", "Bytes per Second", "CPU", "Memory", "Config Generation",
+    # Issue 19.
+    "Client Round Trip (RTT)", "Request Duration by Type",
 ]
 # Issue 8: the cluster broker's panels, in a row of their own.
 BROKER_ROW = "Cluster broker"
@@ -717,7 +722,7 @@ def test_dashboard_structure():
                 assert (x, y) not in cells, f"{p['title']} overlaps another panel"
                 cells.add((x, y))
     by_title = {p["title"]: p for p in panels}
-    for title in ("Message Latency", "Broker Publish Latency"):
+    for title in ("Message Latency", "Broker Publish Latency", "Client Round Trip (RTT)"):
         assert [t["expr"].split(",")[0] for t in by_title[title]["targets"]] == [
             "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"], title
     # The broker panels sit under their row (below it, above the next row),
@@ -1171,7 +1176,8 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
     that the broker panels and alerts have their series: the traffic's
     publishes are broker round trips."""
     gw = gateway_factory(config={"environment": "production", "workers": 2, "max_connections": 12,
-                                 "max_message_size": 4096, "broker": [redis.url]}, start=False)
+                                 "max_message_size": 4096, "broker": [redis.url],
+                                 "heartbeat_interval": 1}, start=False)
     prom = Prometheus(tmp_path, f"127.0.0.1:{gw.metrics_port}")
     prom.start()
     traffic = None
@@ -1251,6 +1257,19 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
                          'websocket_broker_latency_seconds_bucket{environment="production"}[5m])))')
         if p99 is None or not 0 < p99 < 0.05:
             problems.append(f"broker p99 round trip {p99}: not below the 50 ms alert threshold")
+        # The client round trip panel: the held connections' heartbeat pongs
+        # (heartbeat_interval 1 s), fast on loopback, so its alert is silent.
+        rtt = prom.value('histogram_quantile(0.99, sum by (le) (rate('
+                         'websocket_client_rtt_seconds_bucket{environment="production"}[5m])))')
+        if rtt is None or not 0 < rtt < 0.5:
+            problems.append(f"client RTT p99 {rtt}: not a round trip below the 500 ms alert threshold")
+        pongs = prom.value('sum(websocket_client_rtt_seconds_count{environment="production"})')
+        if not (pongs or 0) >= 1:
+            problems.append(f"heartbeat pongs counted: {pongs}")
+        acks = prom.value('sum(websocket_request_duration_seconds_count{environment="production",'
+                          'type="publish"})')
+        if not (acks or 0) >= 1:
+            problems.append(f"publish replies in websocket_request_duration_seconds: {acks}")
         refused = prom.value('sum(websocket_broker_errors_total{environment="production",'
                              'error_type=~"timeout|command"})')
         if refused != 0:
