@@ -46,7 +46,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 4u
+#define SEGMENT_LAYOUT_VERSION 5u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -102,6 +102,11 @@ enum segment_worker_state {
 /* websocket_message_latency_seconds buckets: 100 µs … 10 s, plus +Inf. */
 #define SEGMENT_LATENCY_BUCKETS 17
 
+/* websocket_compression_bytes_total: payload bytes of permessage-deflate
+ * messages, compressed or not, by direction and stage. */
+enum segment_compression_direction { COMPRESSION_IN = 0, COMPRESSION_OUT };
+enum segment_compression_stage { COMPRESSION_BEFORE = 0, COMPRESSION_AFTER };
+
 /* Why a broker request failed: the `error_type` label of
  * websocket_broker_errors_total. */
 enum segment_broker_error {
@@ -135,6 +140,8 @@ struct segment_counters {
     _Atomic uint64_t messages_sent;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t bytes_sent;
+    /* permessage-deflate payload bytes [direction][stage], see segment_compression_*. */
+    _Atomic uint64_t compression_bytes[2][2];
     /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */
     _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     _Atomic uint64_t latency_sum_ns;
@@ -203,6 +210,7 @@ struct segment_totals {
     uint64_t messages_sent;
     uint64_t bytes_received;
     uint64_t bytes_sent;
+    uint64_t compression_bytes[2][2];
     uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     uint64_t latency_sum_ns;
     uint64_t latency_count;

@@ -40,13 +40,19 @@ struct sendq_frame *sendq_frame_new(size_t len)
         return NULL;
     f->refs = 1;
     f->len = (uint32_t)len;
+    f->twin = NULL;
+    f->wbits = 0;
+    f->incompressible = 0;
     return f;
 }
 
 void sendq_frame_unref(struct sendq_frame *f)
 {
-    if (--f->refs == 0)
+    if (--f->refs == 0) {
+        if (f->twin)
+            sendq_frame_unref(f->twin);
         free(f);
+    }
 }
 
 int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "deflate.h"
 #include "framescan.h"
 #include "log.h"
 #include "router.h"
@@ -190,6 +192,35 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
     return 0;
 }
 
+/* A compressed message (RSV1, permitted by wslay only once negotiated):
+ * inflate it under max_message_size. On failure the close is queued (wslay
+ * sends it after this callback) and -1 returned. */
+static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const uint8_t *in,
+                           size_t len, uint8_t **out, size_t *out_len)
+{
+    int r = deflate_inflate(c->w, in, len, (size_t)c->w->cfg.max_message_size, out, out_len);
+    if (r == 0) {
+        struct segment_counters *ctr = &c->w->slot->counters;
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_BEFORE], len);
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_AFTER], *out_len);
+        return 0;
+    }
+    uint16_t code = r == -EMSGSIZE ? 1009 : r == -ENOMEM ? 1011 : 1007;
+    const char *why = r == -EMSGSIZE ? "message larger than max_message_size once inflated"
+                      : r == -EILSEQ ? "inflated text message is not valid UTF-8"
+                      : r == -EBADMSG ? "compressed message is not valid deflate data"
+                                      : "out of memory inflating a message";
+    struct log_line l;
+    conn_log_begin(&l, c, r == -ENOMEM ? LOG_ERROR : LOG_WARN, "error");
+    log_int(&l, "close_code", code);
+    log_int(&l, "compressed_bytes", (int64_t)len);
+    log_str(&l, "message", why);
+    log_end(&l);
+    wslay_event_queue_close(ctx, code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(ctx);
+    return -1;
+}
+
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                            void *user)
 {
@@ -197,19 +228,25 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         if (c->state != CONN_WS)
             return;
+        const uint8_t *msg = arg->msg;
+        size_t len = arg->msg_length;
+        uint8_t *inflated = NULL;
+        if ((arg->rsv & WSLAY_RSV1_BIT) && session_inflate(c, ctx, msg, len, &inflated, &len) < 0)
+            return;
+        if (inflated)
+            msg = inflated;
         segment_counter_add(&c->w->slot->counters.messages_received, 1);
         uint64_t now = clock_now_ns();
-        if ((c->pending_head || arg->msg_length >= SESSION_BIG_MESSAGE) &&
-            session_enqueue(c, arg->msg, arg->msg_length, now) == 0) {
-            c->in_message = 1;
-            session_pump(c);
-            c->in_message = 0;
-            return;
-        }
-        c->msg_start_ns = now;
         c->in_message = 1;
-        router_handle(c, (const char *)arg->msg, arg->msg_length);
+        if ((c->pending_head || len >= SESSION_BIG_MESSAGE) &&
+            session_enqueue(c, msg, len, now) == 0) {
+            session_pump(c);
+        } else {
+            c->msg_start_ns = now;
+            router_handle(c, (const char *)msg, len);
+        }
         c->in_message = 0;
+        free(inflated);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -231,6 +268,8 @@ int session_start(struct conn *c)
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
         return -1;
     }
+    if (c->pmd_wbits)
+        wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
     session_apply_limits(c);
     return 0;
 }
