@@ -97,7 +97,7 @@ static const struct config_key config_keys[] = {
     CK_BOOL(compression, 1,
             "accept permessage-deflate (RFC 7692) from new connections; stream messages are "
             "compressed once per worker"),
-    CK_INT(compression_level, 6, 1, 9, 0, "zlib level for outgoing messages (1 fastest, 9 smallest)"),
+    CK_INT(compression_level, 3, 1, 9, 0, "zlib level for outgoing messages (1 fastest, 9 smallest)"),
     CK_INT(compression_min_size, 256, 0, 67108864, 0,
            "bytes: smaller outgoing messages are sent uncompressed"),
     CK_LIST(allowed_origins, config_empty_list, 0, NULL,
