@@ -66,15 +66,19 @@ def open_deflate(port, offer="permessage-deflate"):
     return ws
 
 
-def recv_data(ws, wbits=15, timeout=None):
-    """Next data frame: (rsv, parsed JSON), inflated when RSV1 is set."""
+def recv_data(ws, wbits=15, timeout=None, sizes=None):
+    """Next data frame: (rsv, parsed JSON), inflated when RSV1 is set;
+    appends (bytes on the wire, bytes inflated) to `sizes` if given."""
     for _ in range(100):
         fin, rsv, op, payload = ws.recv_frame(timeout)
         if op in (wf.OP_PING, wf.OP_PONG):
             continue
         assert op == wf.OP_TEXT and fin, (op, fin, payload)
+        wire = len(payload)
         if rsv & 4:
             payload = inflate_raw(payload, wbits)
+        if sizes is not None:
+            sizes.append((wire, len(payload)))
         return rsv, json.loads(payload)
     raise AssertionError("only control frames")
 
@@ -354,8 +358,9 @@ def test_mixed_subscribers_get_identical_json(gw):
             for i, d in enumerate(sent):
                 pub.request({"type": "publish", "stream": "mixed", "id": i, "data": d})
         got = []
+        sizes = []
         for s, o, wb in zip(subs, offers, wbits):
-            msgs = [recv_data(s, wb) for _ in sent]
+            msgs = [recv_data(s, wb, sizes=sizes if o else None) for _ in sent]
             rsvs = [r for r, _ in msgs]
             if o:
                 assert rsvs == [4] * 20 + [0], rsvs
@@ -367,10 +372,14 @@ def test_mixed_subscribers_get_identical_json(gw):
     finally:
         for s in subs:
             s.close_socket()
-    # 2 subscribers shared the window-15 frames; one deflate per message per
-    # window: the out bytes count deliveries, 3 per compressed message
+    # "out" counts every delivery to a negotiated subscriber of a message
+    # over compression_min_size: exactly the bytes they got and inflated
+    big = [(w, p) for w, p in sizes if p >= 256]
+    assert len(big) == 3 * 20
     m = gw.metrics()
-    assert metric(m, "websocket_compression_bytes_total", direction="out", stage="before") > 0
+    for stage, n in (("before", sum(p for _, p in big)), ("after", sum(w for w, _ in big))):
+        assert metric(m, "websocket_compression_bytes_total", direction="out", stage=stage) == n
+
 
 
 def test_replay_is_compressed_too(gw):
