@@ -215,22 +215,10 @@ static int deflate_utf8_valid(const uint8_t *s, size_t n)
     return 1;
 }
 
-int deflate_inflate(struct worker *w, const uint8_t *in, size_t len, size_t max, uint8_t **out,
-                    size_t *out_len)
+/* Inflate with a stream ready for a new message. */
+static int deflate_inflate_on(z_stream *s, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                              size_t *out_len)
 {
-    struct deflate_worker *d = deflate_get(w);
-    if (!d)
-        return -ENOMEM;
-    z_stream *s = &d->inf;
-    if (!d->inf_ready) {
-        memset(s, 0, sizeof(*s));
-        /* A 32 KiB window reads whatever window the client deflated with. */
-        if (inflateInit2(s, -15) != Z_OK)
-            return -ENOMEM;
-        d->inf_ready = 1;
-    } else {
-        inflateReset(s);
-    }
     /* Start near the likely size; grow by doubling, never past max + 1
      * (the one byte that proves the message too large). */
     size_t limit = max + 1;
@@ -302,4 +290,35 @@ int deflate_inflate(struct worker *w, const uint8_t *in, size_t len, size_t max,
     *out = buf;
     *out_len = n;
     return 0;
+}
+
+int deflate_inflate(struct worker *w, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                    size_t *out_len)
+{
+    struct deflate_worker *d = deflate_get(w);
+    if (!d)
+        return -ENOMEM;
+    z_stream *s = &d->inf;
+    if (!d->inf_ready) {
+        memset(s, 0, sizeof(*s));
+        /* A 32 KiB window reads whatever window the client deflated with. */
+        if (inflateInit2(s, -15) != Z_OK)
+            return -ENOMEM;
+        d->inf_ready = 1;
+    } else {
+        inflateReset(s);
+    }
+    return deflate_inflate_on(s, in, len, max, out, out_len);
+}
+
+int deflate_inflate_alone(const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                          size_t *out_len)
+{
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    if (inflateInit2(&s, -15) != Z_OK)
+        return -ENOMEM;
+    int r = deflate_inflate_on(&s, in, len, max, out, out_len);
+    inflateEnd(&s);
+    return r;
 }

@@ -43,5 +43,10 @@ struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f);
  * is not UTF-8) or -ENOMEM. */
 int deflate_inflate(struct worker *w, const uint8_t *in, size_t len, size_t max, uint8_t **out,
                     size_t *out_len);
+/* The same with a stream of its own, for libuv's thread pool (one
+ * inflate per message of SESSION_BIG_MESSAGE or more: the ~44 KiB of
+ * setup is small beside it). */
+int deflate_inflate_alone(const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                          size_t *out_len);
 
 #endif

@@ -98,6 +98,11 @@ struct pending_msg {
     unsigned parsing : 1;       /* on the thread pool */
     unsigned parsed : 1;
     unsigned orphan : 1;        /* its connection is gone: free on completion */
+    unsigned compressed : 1;    /* data[] is deflated; inflated on the thread pool too */
+    int inflate_err;            /* compressed: 0, or deflate_inflate's error */
+    size_t max;                 /* compressed: max_message_size when it arrived */
+    char *plain;                /* compressed: the inflated text */
+    size_t plain_len;
     size_t len;
     char data[];
 };

@@ -329,6 +329,27 @@ def test_decompression_bomb_1009_with_bounded_memory(gw, fragmented):
         assert request(ws, {"type": "ping", "id": 2})[1]["type"] == "pong"
 
 
+def test_large_compressed_publish_inflated_off_the_loop(gw):
+    """Over 64 KiB once inflated: inflated and parsed on the thread pool
+    (a few compressed bytes must not buy the loop milliseconds), in order
+    with what follows."""
+    data = {"leads": {"II": [round(0.001 * (i % 997), 3) for i in range(60000)]}}
+    msg = json.dumps({"type": "publish", "stream": "big", "id": 1, "data": data}).encode()
+    assert 300000 < len(msg) < gw.config["max_message_size"]
+    with open_deflate(gw.port) as pub, wf.open_ws(gw.port) as sub:
+        sub.request({"type": "subscribe", "stream": "big", "id": 1})
+        pub.send(wf.text(deflate_raw(msg), rsv=4) +
+                 wf.text(deflate_raw(b'{"type":"ping","id":2}'), rsv=4))
+        assert recv_data(pub)[1] == {"type": "ack", "id": 1, "stream": "big", "seq": 1}
+        pong = recv_data(pub)[1]
+        assert (pong["type"], pong["id"]) == ("pong", 2)
+        assert sub.recv_message(timeout=10)["data"] == data
+        # bad text found off the loop closes all the same
+        pub.send(wf.text(deflate_raw(b'{"type":"ping","id":"' + b"\xc0\xaf" * 40000 + b'"}'), rsv=4))
+        code, reason = pub.expect_close()
+        assert code == 1007 and b"UTF-8" in reason
+
+
 def test_inflated_size_limit_exact(gateway_factory):
     gw = gateway_factory(config={"workers": 1, "max_message_size": 4096})
     msg = json.dumps({"type": "ping", "id": "x" * 4000})

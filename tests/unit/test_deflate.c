@@ -267,6 +267,11 @@ START_TEST(inflate_bomb_stops_at_the_limit)
     uint8_t *out = NULL;
     size_t len = 0;
     ck_assert_int_eq(deflate_inflate(w, c, n, 1 << 20, &out, &len), -EMSGSIZE);
+    /* the thread pool's own stream: the same bound */
+    ck_assert_int_eq(deflate_inflate_alone(c, n, 1 << 20, &out, &len), -EMSGSIZE);
+    ck_assert_int_eq(deflate_inflate_alone(c, n, 64u << 20, &out, &len), 0);
+    ck_assert_uint_eq(len, big);
+    free(out);
     /* the worker's stream is fine for the next message */
     static const char ok[] = "{\"type\":\"ping\"}";
     size_t m = client_deflate(ok, sizeof(ok) - 1, c, cap, 0);
