@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -206,6 +207,29 @@ unsigned http_request_header_count(const struct http_request *req, const char *n
     for (unsigned i = 0; i < req->header_count; i++)
         n += http_span_equals_nocase(req, req->headers[i].name, name);
     return n;
+}
+
+int http_request_header_join(const struct http_request *req, const char *name, char *out,
+                             size_t cap)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < req->header_count; i++) {
+        if (!http_span_equals_nocase(req, req->headers[i].name, name))
+            continue;
+        const char *v = req->head + req->headers[i].value.off;
+        size_t vlen = req->headers[i].value.len;
+        if (n + vlen + 3 > cap)
+            return -ENOSPC;
+        if (n) {
+            memcpy(out + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(out + n, v, vlen);
+        n += vlen;
+    }
+    if (cap)
+        out[n] = '\0';
+    return (int)n;
 }
 
 /* Split a header value on commas and look for a token, ignoring case and

@@ -250,6 +250,21 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_counter(out, "websocket_bytes_sent_total",
                     "Bytes sent on WebSocket connections (frames included).", env, t.bytes_sent);
 
+    /* before/after of the same direction give the compression ratio; "out"
+     * counts each delivery to a connection that negotiated permessage-deflate
+     * (the deflate itself runs once per message per worker). */
+    name = "websocket_compression_bytes_total";
+    metrics_header(out, name, "counter",
+                   "Payload bytes of messages on permessage-deflate connections, by direction "
+                   "(in, out) and stage (before: uncompressed, after: on the wire).");
+    static const char *const dirs[2] = {"in", "out"};
+    static const char *const stages[2] = {"before", "after"};
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            textbuf_appendf(out, "%s{environment=\"%s\",direction=\"%s\",stage=\"%s\"} %llu\n",
+                            name, env, dirs[d], stages[st],
+                            (unsigned long long)t.compression_bytes[d][st]);
+
     name = "websocket_workers";
     metrics_header(out, name, "gauge", "Worker processes, by state.");
     for (int s = WORKER_STARTING; s < WORKER_STATE_COUNT; s++)

@@ -50,7 +50,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 6u
+#define SEGMENT_LAYOUT_VERSION 7u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -139,6 +139,11 @@ struct segment_rtt_top {
     struct segment_rtt_entry entry[SEGMENT_RTT_TOP]; /* slowest first */
 };
 
+/* websocket_compression_bytes_total: payload bytes of permessage-deflate
+ * messages, compressed or not, by direction and stage. */
+enum segment_compression_direction { COMPRESSION_IN = 0, COMPRESSION_OUT };
+enum segment_compression_stage { COMPRESSION_BEFORE = 0, COMPRESSION_AFTER };
+
 /* Why a broker request failed: the `error_type` label of
  * websocket_broker_errors_total. */
 enum segment_broker_error {
@@ -172,6 +177,8 @@ struct segment_counters {
     _Atomic uint64_t messages_sent;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t bytes_sent;
+    /* permessage-deflate payload bytes [direction][stage], see segment_compression_*. */
+    _Atomic uint64_t compression_bytes[2][2];
     /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */
     _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     _Atomic uint64_t latency_sum_ns;
@@ -252,6 +259,7 @@ struct segment_totals {
     uint64_t messages_sent;
     uint64_t bytes_received;
     uint64_t bytes_sent;
+    uint64_t compression_bytes[2][2];
     uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     uint64_t latency_sum_ns;
     uint64_t latency_count;

@@ -367,6 +367,9 @@ void segment_fold_worker(struct segment *seg, int slot)
     segment_fold_counter(&r->messages_sent, &c->messages_sent);
     segment_fold_counter(&r->bytes_received, &c->bytes_received);
     segment_fold_counter(&r->bytes_sent, &c->bytes_sent);
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            segment_fold_counter(&r->compression_bytes[d][st], &c->compression_bytes[d][st]);
     for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
         segment_fold_counter(&r->latency_bucket[i], &c->latency_bucket[i]);
     segment_fold_counter(&r->latency_sum_ns, &c->latency_sum_ns);
@@ -415,6 +418,9 @@ static void segment_add_counters(struct segment_totals *t, const struct segment_
     t->messages_sent += SEGMENT_LOAD(c->messages_sent);
     t->bytes_received += SEGMENT_LOAD(c->bytes_received);
     t->bytes_sent += SEGMENT_LOAD(c->bytes_sent);
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            t->compression_bytes[d][st] += SEGMENT_LOAD(c->compression_bytes[d][st]);
     for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
         t->latency_bucket[i] += SEGMENT_LOAD(c->latency_bucket[i]);
     t->latency_sum_ns += SEGMENT_LOAD(c->latency_sum_ns);

@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "conn.h"
+#include "deflate.h"
 #include "log.h"
 #include "router.h"
 #include "segment.h"
@@ -153,7 +154,7 @@ static void cluster_deliver(struct hub_stream *hs, uint64_t seq, int64_t ts_ms, 
         if (s->replaying) {
             cluster_queue(s, f, origin);
         } else if (cluster_sub_live(s)) {
-            sendq_push_frame(&s->conn->out, f, origin);
+            sendq_push_frame(&s->conn->out, deflate_frame_for(s->conn, f), origin);
             conn_mark_dirty(s->conn);
         }
     }
@@ -343,12 +344,12 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
             continue;
         struct sendq_frame *f = hub_frame_raw(hs, e[i].seq, e[i].ts_ms, e[i].data, e[i].len);
         if (f) {
-            sendq_push_frame(&c->out, f, 0);
+            sendq_push_frame(&c->out, deflate_frame_for(c, f), 0);
             sendq_frame_unref(f);
         }
     }
     for (struct hub_frameq *q = s->queued; q; q = q->next)
-        sendq_push_frame(&c->out, q->frame, q->origin_ns);
+        sendq_push_frame(&c->out, deflate_frame_for(c, q->frame), q->origin_ns);
     hub_free_queue(s);
     s->replaying = 0;
     free(s->id_json);

@@ -52,6 +52,9 @@ struct sendq_frame *sendq_frame_new(size_t len)
     f->refs = 1;
     f->len = (uint32_t)len;
     sendq_frame_bytes += sizeof(*f) + len;
+    f->twin = NULL;
+    f->wbits = 0;
+    f->incompressible = 0;
     return f;
 }
 
@@ -59,6 +62,8 @@ void sendq_frame_unref(struct sendq_frame *f)
 {
     if (--f->refs == 0) {
         sendq_frame_bytes -= sizeof(*f) + f->len;
+        if (f->twin)
+            sendq_frame_unref(f->twin);
         free(f);
     }
 }

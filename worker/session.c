@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "deflate.h"
 #include "framescan.h"
 #include "log.h"
 #include "router.h"
@@ -74,9 +76,80 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
     }
 }
 
+static uint16_t session_inflate_code(int err)
+{
+    return err == -EMSGSIZE ? 1009 : err == -ENOMEM ? 1011 : 1007;
+}
+
+static const char *session_inflate_why(int err)
+{
+    return err == -EMSGSIZE ? "message larger than max_message_size once inflated"
+           : err == -EILSEQ ? "inflated text message is not valid UTF-8"
+           : err == -EBADMSG ? "compressed message is not valid deflate data"
+                             : "out of memory inflating a message";
+}
+
+/* Count an inflated message, or log why it could not be (-1: the caller
+ * closes with session_inflate_code). */
+static int session_inflated(struct conn *c, int err, size_t len, size_t inflated)
+{
+    if (err == 0) {
+        struct segment_counters *ctr = &c->w->slot->counters;
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_BEFORE], len);
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_AFTER], inflated);
+        return 0;
+    }
+    struct log_line l;
+    conn_log_begin(&l, c, err == -ENOMEM ? LOG_ERROR : LOG_WARN, "error");
+    log_int(&l, "close_code", session_inflate_code(err));
+    log_int(&l, "compressed_bytes", (int64_t)len);
+    log_str(&l, "message", session_inflate_why(err));
+    log_end(&l);
+    return -1;
+}
+
+static enum segment_disconnect_reason session_inflate_reason(int err)
+{
+    return err == -EMSGSIZE ? DISCONNECT_TOO_LARGE
+           : err == -ENOMEM ? DISCONNECT_ERROR
+                            : DISCONNECT_PROTOCOL_ERROR;
+}
+
+/* Close for a message that could not be inflated: from inside wslay's
+ * callback through wslay (session_after_io finishes), otherwise directly. */
+static void session_close_inflate(struct conn *c, int err)
+{
+    const char *why = session_inflate_why(err);
+    uint16_t code = session_inflate_code(err);
+    if (!c->in_message) {
+        session_close(c, code, why, session_inflate_reason(err));
+        return;
+    }
+    if (!c->ws || wslay_event_get_close_sent(c->ws))
+        return;
+    wslay_event_queue_close(c->ws, code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->ws);
+}
+
 /* ---- large messages: parsed off the loop ---- */
 
 static void session_pump(struct conn *c);
+
+/* A queued message's parse; a compressed one is inflated first (errors
+ * are left in inflate_err for the loop to act on). */
+static void session_inflate_and_parse(struct pending_msg *m)
+{
+    if (m->compressed) {
+        uint8_t *plain = NULL;
+        m->inflate_err = deflate_inflate_alone((const uint8_t *)m->data, m->len, m->max, &plain,
+                                               &m->plain_len);
+        m->plain = (char *)plain;
+        if (m->inflate_err)
+            return;
+    }
+    m->root = m->plain ? router_parse(m->plain, m->plain_len, &m->err)
+                       : router_parse(m->data, m->len, &m->err);
+}
 
 static void session_parse_work(uv_work_t *req)
 {
@@ -89,7 +162,7 @@ static void session_parse_work(uv_work_t *req)
         if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
             lowered = 1; /* best effort */
     }
-    m->root = router_parse(m->data, m->len, &m->err);
+    session_inflate_and_parse(m);
 }
 
 static void session_parse_done(uv_work_t *req, int status)
@@ -100,6 +173,7 @@ static void session_parse_done(uv_work_t *req, int status)
     c->parsing--;
     if (m->orphan) {
         json_decref(m->root);
+        free(m->plain);
         free(m);
         if (c->zombie && c->parsing == 0)
             free(c);
@@ -116,6 +190,7 @@ static void session_free_pending(struct pending_msg *m)
         return;
     }
     json_decref(m->root);
+    free(m->plain);
     free(m);
 }
 
@@ -140,7 +215,7 @@ static void session_pump(struct conn *c)
             session_drop_pending(c);
             return;
         }
-        if (m->len >= SESSION_BIG_MESSAGE && !m->parsed) {
+        if ((m->len >= SESSION_BIG_MESSAGE || m->compressed) && !m->parsed) {
             if (m->parsing)
                 return;
             m->work.data = m;
@@ -150,19 +225,27 @@ static void session_pump(struct conn *c)
                 return;
             }
             /* no thread pool: parse here */
-            m->root = router_parse(m->data, m->len, &m->err);
+            session_inflate_and_parse(m);
             m->parsed = 1;
         }
         c->pending_head = m->next;
         if (!c->pending_head)
             c->pending_tail = NULL;
         c->msg_start_ns = m->received_ns;
+        if (m->compressed && session_inflated(c, m->inflate_err, m->len, m->plain_len) < 0) {
+            session_close_inflate(c, m->inflate_err);
+            session_free_pending(m);
+            session_drop_pending(c);
+            return;
+        }
         if (m->parsed) {
-            router_process(c, m->data, m->len, m->root, &m->err);
+            router_process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
+                           m->root, &m->err);
             m->root = NULL;
         } else {
             router_handle(c, m->data, m->len);
         }
+        free(m->plain);
         free(m);
     }
     /* Reading was stopped when the first message was queued. */
@@ -173,12 +256,15 @@ static void session_pump(struct conn *c)
 /* Queue a copy of a message behind the ones waiting; reading stops until
  * the queue is empty, so its length stays bounded (one large message and
  * what followed it in the same read). */
-static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint64_t now)
+static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint64_t now,
+                           int compressed)
 {
     struct pending_msg *m = calloc(1, sizeof(*m) + len);
     if (!m)
         return -1;
     m->conn = c;
+    m->compressed = compressed ? 1 : 0;
+    m->max = (size_t)c->w->cfg.max_message_size;
     m->received_ns = now;
     m->len = len;
     memcpy(m->data, msg, len);
@@ -192,6 +278,29 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
     return 0;
 }
 
+/* A compressed message (RSV1, permitted by wslay only once negotiated).
+ * Inflated here up to SESSION_BIG_MESSAGE, like a plain message is parsed
+ * here up to that size: returns 0 with *out set. Larger: 1, and the
+ * compressed bytes go to the thread pool, which inflates them under
+ * max_message_size (a few bytes must not buy milliseconds of the loop).
+ * On failure the close is queued (wslay sends it after this callback) and
+ * -1 returned. */
+static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const uint8_t *in,
+                           size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t max = (size_t)c->w->cfg.max_message_size;
+    size_t here = max < SESSION_BIG_MESSAGE - 1 ? max : SESSION_BIG_MESSAGE - 1;
+    int r = deflate_inflate(c->w, in, len, here, out, out_len);
+    if (r == -EMSGSIZE && here < max)
+        return 1;
+    if (session_inflated(c, r, len, r == 0 ? *out_len : 0) == 0)
+        return 0;
+    const char *why = session_inflate_why(r);
+    wslay_event_queue_close(ctx, session_inflate_code(r), (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(ctx);
+    return -1;
+}
+
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                            void *user)
 {
@@ -199,19 +308,37 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         if (c->state != CONN_WS)
             return;
+        const uint8_t *msg = arg->msg;
+        size_t len = arg->msg_length;
+        uint8_t *inflated = NULL;
+        int big = 0;
+        if (arg->rsv & WSLAY_RSV1_BIT) {
+            big = session_inflate(c, ctx, msg, len, &inflated, &len);
+            if (big < 0)
+                return;
+        }
+        if (inflated)
+            msg = inflated;
         segment_counter_add(&c->w->slot->counters.messages_received, 1);
         uint64_t now = clock_now_ns();
-        if ((c->pending_head || arg->msg_length >= SESSION_BIG_MESSAGE) &&
-            session_enqueue(c, arg->msg, arg->msg_length, now) == 0) {
-            c->in_message = 1;
-            session_pump(c);
-            c->in_message = 0;
-            return;
-        }
-        c->msg_start_ns = now;
         c->in_message = 1;
-        router_handle(c, (const char *)arg->msg, arg->msg_length);
+        if (big) {
+            /* Still compressed: only the thread pool may inflate it. */
+            if (session_enqueue(c, msg, len, now, 1) == 0) {
+                session_pump(c);
+            } else {
+                session_inflated(c, -ENOMEM, len, 0);
+                session_close_inflate(c, -ENOMEM);
+            }
+        } else if ((c->pending_head || len >= SESSION_BIG_MESSAGE) &&
+                   session_enqueue(c, msg, len, now, 0) == 0) {
+            session_pump(c);
+        } else {
+            c->msg_start_ns = now;
+            router_handle(c, (const char *)msg, len);
+        }
         c->in_message = 0;
+        free(inflated);
     } else if (arg->opcode == WSLAY_PONG) {
         /* last_rx_ns: when these bytes were read, before any work on them. */
         rtt_pong(c, arg->msg, arg->msg_length, c->last_rx_ns);
@@ -236,6 +363,8 @@ int session_start(struct conn *c)
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
         return -1;
     }
+    if (c->pmd_wbits)
+        wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
     session_apply_limits(c);
     return 0;
 }

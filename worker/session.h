@@ -9,6 +9,12 @@
  * router. Outgoing text messages bypass wslay's per-message copy: the frame
  * is built straight into the connection's send queue (server frames are
  * unmasked, so the bytes are final).
+ *
+ * With permessage-deflate negotiated (c->pmd_wbits), wslay lets RSV1
+ * through on the first frame of a data message (and still refuses it
+ * elsewhere with 1002) and skips its UTF-8 check of compressed text; the
+ * assembled message is inflated here (deflate.h), which also bounds it by
+ * max_message_size (1009) and checks the UTF-8 (1007).
  */
 #ifndef WSGATE_SESSION_H
 #define WSGATE_SESSION_H

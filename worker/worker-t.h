@@ -26,6 +26,12 @@
 struct sendq_frame {
     uint32_t refs;
     uint32_t len;
+    /* permessage-deflate (deflate.c): the compressed forms of this frame,
+     * one per window size, chained through their own `twin`; each link
+     * holds a reference. */
+    struct sendq_frame *twin;
+    uint8_t wbits;          /* a compressed form: the window it was built for */
+    uint16_t incompressible; /* bit w: deflate with window w does not shrink it */
     char bytes[];
 };
 
@@ -96,6 +102,11 @@ struct pending_msg {
     unsigned parsing : 1;       /* on the thread pool */
     unsigned parsed : 1;
     unsigned orphan : 1;        /* its connection is gone: free on completion */
+    unsigned compressed : 1;    /* data[] is deflated; inflated on the thread pool too */
+    int inflate_err;            /* compressed: 0, or deflate_inflate's error */
+    size_t max;                 /* compressed: max_message_size when it arrived */
+    char *plain;                /* compressed: the inflated text */
+    size_t plain_len;
     size_t len;
     char data[];
 };
@@ -156,6 +167,7 @@ struct conn {
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
     unsigned in_message : 1;        /* inside wslay's message callback */
     unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    uint8_t pmd_wbits;              /* permessage-deflate: our window, 8..15; 0: not negotiated */
     uint32_t parsing;               /* messages of this connection on the thread pool */
     struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
@@ -272,6 +284,7 @@ struct worker {
     uint64_t last_handshake_second;
     struct hub hub;
     struct broker_set *broker;      /* cluster mode only (broker.c) */
+    struct deflate_worker *deflate; /* permessage-deflate streams, made on first use */
     SSL_CTX *tls_ctx;            /* for new connections; NULL: plain. Live sessions hold
                                     a reference to the context they started with */
     char tls_fingerprint[CONFIG_FINGERPRINT_MAX]; /* of the pair tls_ctx holds */

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "broker.h"
 #include "conn.h"
+#include "deflate.h"
 #include "hub.h"
 #include "log.h"
 #include "rtt.h"
@@ -298,6 +299,7 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     tlsconn_ctx_free(w);
+    deflate_worker_free(w);
     auth_key_clear(&w->auth_key);
     free(w);
     return 0;

@@ -75,8 +75,10 @@ REQUIRED_PANELS = [
     "Active WebSocket Connections", "Connection/Disconnection Rates", "Message Latency",
     "Connection Errors by Type", "Workers by State", "Worker Restarts", "Config Reloads",
     "Messages per Second", "Bytes per Second", "CPU", "Memory", "Config Generation",
-    # Issue 19.
+    # Heartbeat round trips and request durations.
     "Client Round Trip (RTT)", "Request Duration by Type",
+    # permessage-deflate.
+    "Compression Bytes per Second", "Compression Ratio",
 ]
 # Issue 8: the cluster broker's panels, in a row of their own.
 BROKER_ROW = "Cluster broker"

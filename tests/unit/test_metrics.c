@@ -52,6 +52,8 @@ static struct segment *golden_segment(void)
     segment_counter_add(&c->messages_sent, 11);
     segment_counter_add(&c->bytes_received, 1000);
     segment_counter_add(&c->bytes_sent, 1100);
+    segment_counter_add(&c->compression_bytes[COMPRESSION_OUT][COMPRESSION_BEFORE], 4000);
+    segment_counter_add(&c->compression_bytes[COMPRESSION_OUT][COMPRESSION_AFTER], 1000);
     segment_observe_latency(c, 100000);  /* exactly 100 µs: le="0.0001" */
     segment_observe_latency(c, 3000000); /* 3 ms: le="0.005" */
     segment_observe_request(c, REQUEST_PING, 200000);      /* le="0.00025" */
@@ -69,6 +71,8 @@ static struct segment *golden_segment(void)
     segment_counter_add(&r->messages_refused[REFUSED_RATE_LIMITED], 9);
     segment_counter_add(&r->messages_refused[REFUSED_FORBIDDEN], 1);
     segment_counter_add(&r->messages_received, 100);
+    segment_counter_add(&r->compression_bytes[COMPRESSION_IN][COMPRESSION_BEFORE], 30);
+    segment_counter_add(&r->compression_bytes[COMPRESSION_IN][COMPRESSION_AFTER], 90);
     segment_observe_latency(r, 12000000000ull); /* 12 s: only +Inf */
     segment_observe_request(r, REQUEST_PING, 200000);   /* folded: adds to the worker's */
     segment_observe_request(r, REQUEST_PUBLISH, 20000000);
@@ -304,6 +308,13 @@ static const char golden_text[] =
     "# HELP websocket_bytes_sent_total Bytes sent on WebSocket connections (frames included).\n"
     "# TYPE websocket_bytes_sent_total counter\n"
     "websocket_bytes_sent_total" E "} 1100\n"
+    "# HELP websocket_compression_bytes_total Payload bytes of messages on permessage-deflate "
+    "connections, by direction (in, out) and stage (before: uncompressed, after: on the wire).\n"
+    "# TYPE websocket_compression_bytes_total counter\n"
+    "websocket_compression_bytes_total" E ",direction=\"in\",stage=\"before\"} 30\n"
+    "websocket_compression_bytes_total" E ",direction=\"in\",stage=\"after\"} 90\n"
+    "websocket_compression_bytes_total" E ",direction=\"out\",stage=\"before\"} 4000\n"
+    "websocket_compression_bytes_total" E ",direction=\"out\",stage=\"after\"} 1000\n"
     "# HELP websocket_workers Worker processes, by state.\n"
     "# TYPE websocket_workers gauge\n"
     "websocket_workers" E ",state=\"starting\"} 1\n"
@@ -493,6 +504,7 @@ static const struct {
     /* replies apart from stream latency; heartbeat round trips */
     {"websocket_request_duration_seconds", "histogram"},
     {"websocket_client_rtt_seconds", "histogram"},
+    {"websocket_compression_bytes_total", "counter"},
 };
 
 static const struct {
