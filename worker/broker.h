@@ -5,10 +5,19 @@
  * Redis is the sequencer and the history of every stream: a publish is one
  * Lua script (INCR the stream's seq, XADD the message to the stream's
  * Redis Stream trimmed to about history_size, PUBLISH it to the stream's
- * channel), so one round trip both stores and announces it. Each worker
- * subscribes to the channels of the streams it has subscribers for, on
- * one pub/sub connection per broker, and fills holes with XRANGE.
- * Streams are sharded over the brokers by rendezvous hashing of the name.
+ * channel), so one round trip both stores and announces it. With
+ * broker_replicas_ack N the script only stores; WAIT N follows on the same
+ * connection, and only once N replicas hold the message is it acknowledged
+ * and announced. Each worker subscribes to the channels of the streams it
+ * has subscribers for, on one pub/sub connection per broker (pinged every
+ * second, replaced when silent for broker_timeout), and fills holes with
+ * XRANGE. Streams are sharded over the brokers by rendezvous hashing of
+ * the name.
+ *
+ * A broker is one master: a redis:// address, or a redis-sentinel:// group
+ * whose Sentinels name it (asked again after any connection error, and
+ * followed through +switch-master). Every connection asks ROLE first and
+ * carries requests only once the answer is "master"; READONLY drops it.
  *
  * Requests answer once, through their callback: with the reply, or with
  * an error when the connection drops or pool_timeout passes. The module
@@ -47,7 +56,10 @@ static inline int broker_enabled(const struct worker *w)
 
 /* Which broker holds a stream. */
 int broker_for_stream(const struct worker *w, const char *stream, size_t len);
+/* Command connection to the master up: publishes and reads may go. */
 int broker_is_up(const struct worker *w, int b);
+/* Pub/sub connection up: new subscriptions can be followed. */
+int broker_sub_is_up(const struct worker *w, int b);
 
 /* Store, sequence and announce one message. err: 0, or -EAGAIN when the
  * broker is unreachable or did not answer within pool_timeout. */
