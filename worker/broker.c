@@ -75,6 +75,7 @@ struct broker_conn {
     uint64_t gen;           /* br->master_gen when opened */
     uint64_t heard_ns;      /* pub/sub: bytes last arrived (or the connection opened) */
     uint64_t ping_ns;       /* pub/sub: last PING sent */
+    int ready;              /* pub/sub: the heartbeat channel's SUBSCRIBE was answered */
 };
 
 /* A connection to one Sentinel: a query for the master's address, or the
@@ -246,7 +247,12 @@ static void broker_update_gauges(struct broker *br)
                 idle++;
         }
     }
-    int sub_up = br->sub && br->sub->connected;
+    /* The subscription counts as up once it answered its first SUBSCRIBE,
+     * and stops counting as soon as a ping goes unanswered for a second
+     * (it is replaced after broker_timeout). */
+    struct broker_conn *sub = br->sub;
+    int sub_up = sub && sub->connected && sub->ready &&
+                 !(sub->ping_ns > sub->heard_ns && clock_now_ns() - sub->ping_ns > BROKER_PING_NS);
     atomic_store(&st->up, (uint32_t)up);
     atomic_store(&st->sub_up, (uint32_t)sub_up);
     atomic_store(&st->pool_in_use, in_use);
@@ -320,6 +326,7 @@ static void broker_drop_all(struct broker *br, const char *why)
 }
 
 static void broker_forget_conn(struct broker_conn *bc, int failed);
+static void broker_on_pubsub(redisAsyncContext *ac, void *r, void *privdata);
 
 /* ROLE, asked first on every connection: only a master gets requests
  * (a replica would answer READONLY, or serve a stale stream). */
@@ -349,11 +356,17 @@ static void broker_on_role(redisAsyncContext *ac, void *r, void *privdata)
         broker_drop(bc, why);
         return;
     }
+    /* Load the scripts before any publish on this connection (a restarted
+     * Redis forgets them, and a restart means a new connection). */
+    if (!bc->pubsub) {
+        redisAsyncCommand(bc->ac, NULL, NULL, "SCRIPT LOAD %s", broker_script);
+        redisAsyncCommand(bc->ac, NULL, NULL, "SCRIPT LOAD %s", broker_announce_script);
+    }
     bc->connected = 1;
     bc->idle_since_ns = clock_now_ns();
     if (bc->pubsub) {
         br->backoff_ms = 0;
-        redisAsyncCommand(bc->ac, NULL, NULL, "SUBSCRIBE " BROKER_HEARTBEAT_CHANNEL);
+        redisAsyncCommand(bc->ac, broker_on_pubsub, br, "SUBSCRIBE " BROKER_HEARTBEAT_CHANNEL);
         bc->ping_ns = bc->heard_ns = clock_now_ns();
         cluster_on_reconnected(br->w, br->index);
     }
@@ -450,12 +463,6 @@ static struct broker_conn *broker_open(struct broker *br, int pubsub)
     if (br->url.db)
         redisAsyncCommand(ac, NULL, NULL, "SELECT %d", br->url.db);
     redisAsyncCommand(ac, broker_on_role, bc, "ROLE");
-    /* Load the scripts before any publish on this connection (a
-     * restarted Redis forgets them, and a restart means a new connection). */
-    if (!pubsub) {
-        redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", broker_script);
-        redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", broker_announce_script);
-    }
     return bc;
 }
 
@@ -1102,6 +1109,13 @@ static void broker_on_pubsub(redisAsyncContext *ac, void *r, void *privdata)
     const char *kind = reply->element[0]->str;
     const char *channel = reply->element[1]->str;
     size_t clen = reply->element[1]->len;
+    if (strcmp(kind, "subscribe") == 0 && strcmp(channel, BROKER_HEARTBEAT_CHANNEL) == 0) {
+        if (br->sub) {
+            br->sub->ready = 1;
+            broker_update_gauges(br);
+        }
+        return;
+    }
     /* "wsgate:{<stream>}" */
     if (clen < 9 || strncmp(channel, "wsgate:{", 8) != 0 || channel[clen - 1] != '}')
         return;
