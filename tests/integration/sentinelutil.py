@@ -240,9 +240,12 @@ class Relay:
             for c in self.conns:
                 for w in c["writers"]:
                     w.close()
+            for t in asyncio.all_tasks(self.loop):
+                t.cancel()
+            self.loop.call_later(0.1, self.loop.stop)
         self._call(fn)
-        self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 class Stream:
