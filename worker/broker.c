@@ -1065,36 +1065,61 @@ void broker_head(struct worker *w, int b, const char *stream, size_t len, broker
 void broker_range(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
                   uint64_t to, size_t max, broker_range_cb cb, void *arg)
 {
-    char logk[STREAMLOG_NAME_MAX + 32], ackedk[STREAMLOG_NAME_MAX + 32],
-        seqk[STREAMLOG_NAME_MAX + 32], start[32], end[32], count[24];
+    char logk[STREAMLOG_NAME_MAX + 32], start[32], end[32], count[24];
     broker_key(logk, sizeof(logk), stream, len, ":log");
-    broker_key(ackedk, sizeof(ackedk), stream, len, ":acked");
-    broker_key(seqk, sizeof(seqk), stream, len, ":seq");
     snprintf(start, sizeof(start), "%llu-0", (unsigned long long)from);
+    snprintf(end, sizeof(end), "%llu-0", (unsigned long long)to);
     snprintf(count, sizeof(count), "%zu", max);
     struct broker_req *req = broker_req_new(w, BROKER_REQ_RANGE, (void *)cb, arg);
     if (!req) {
         broker_request_nomem(w, BROKER_REQ_RANGE, (void *)cb, arg);
         return;
     }
-    if (to) {
-        snprintf(end, sizeof(end), "%llu-0", (unsigned long long)to);
-        const char *argv[] = {"XRANGE", logk, start, end, "COUNT", count};
-        size_t lens[] = {6, strlen(logk), strlen(start), strlen(end), 5, strlen(count)};
-        broker_request(w, b, req, 6, argv, lens);
+    const char *argv[] = {"XRANGE", logk, start, end, "COUNT", count};
+    size_t lens[] = {6, strlen(logk), strlen(start), strlen(end), 5, strlen(count)};
+    broker_request(w, b, req, 6, argv, lens);
+}
+
+void broker_refill(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
+                   const char *epoch, size_t max, broker_range_cb cb, void *arg)
+{
+    char logk[STREAMLOG_NAME_MAX + 32], ackedk[STREAMLOG_NAME_MAX + 32],
+        seqk[STREAMLOG_NAME_MAX + 32], epochk[STREAMLOG_NAME_MAX + 32], start[32], seen[24],
+        count[24];
+    broker_key(logk, sizeof(logk), stream, len, ":log");
+    broker_key(ackedk, sizeof(ackedk), stream, len, ":acked");
+    broker_key(seqk, sizeof(seqk), stream, len, ":seq");
+    broker_key(epochk, sizeof(epochk), stream, len, ":epoch");
+    snprintf(start, sizeof(start), "%llu-0", (unsigned long long)from);
+    snprintf(seen, sizeof(seen), "%llu", (unsigned long long)(from ? from - 1 : 0));
+    snprintf(count, sizeof(count), "%zu", max);
+    struct broker_req *req = broker_req_new(w, BROKER_REQ_RANGE, (void *)cb, arg);
+    if (!req) {
+        broker_request_nomem(w, BROKER_REQ_RANGE, (void *)cb, arg);
         return;
     }
     /* Up to the newest announced message, never beyond: a stored message
      * waiting for its replicas reaches subscribers through its announce
-     * (or a later one's hole fill), once a failover cannot take it back. */
+     * (or a later one's hole fill), once a failover cannot take it back.
+     * A sequence behind what was seen, in the same epoch, lost its tail
+     * (asynchronous replication): move it past what was seen. */
     static const char script[] =
+        "local seq = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+        "local seen = tonumber(ARGV[3])\n"
+        "if seq < seen and redis.call('GET', KEYS[4]) == ARGV[4] then\n"
+        "  redis.call('SET', KEYS[3], seen)\n"
+        "  redis.call('SET', KEYS[2], seen)\n"
+        "  return {}\n"
+        "end\n"
         "local hi = redis.call('GET', KEYS[2]) or redis.call('GET', KEYS[3])\n"
         "if not hi then return {} end\n"
         "return redis.call('XRANGE', KEYS[1], ARGV[1], hi .. '-0', 'COUNT', ARGV[2])\n";
-    const char *argv[] = {"EVAL", script, "3", logk, ackedk, seqk, start, count};
-    size_t lens[] = {4, sizeof(script) - 1, 1, strlen(logk), strlen(ackedk), strlen(seqk),
-                     strlen(start), strlen(count)};
-    broker_request(w, b, req, 8, argv, lens);
+    const char *e = epoch ? epoch : "";
+    const char *argv[] = {"EVAL", script, "4", logk, ackedk, seqk, epochk, start, count, seen, e};
+    size_t lens[] = {4,          sizeof(script) - 1, 1,           strlen(logk),
+                     strlen(ackedk), strlen(seqk),   strlen(epochk), strlen(start),
+                     strlen(count), strlen(seen),    strlen(e)};
+    broker_request(w, b, req, 11, argv, lens);
 }
 
 /* Every reply on the pub/sub connection: subscribe confirmations and

@@ -68,10 +68,16 @@ void broker_publish(struct worker *w, int b, const char *stream, size_t len, con
 /* The stream's latest seq (0 if none) and epoch. */
 void broker_head(struct worker *w, int b, const char *stream, size_t len, broker_head_cb cb,
                  void *arg);
-/* Held messages with from <= seq <= to (to = 0: up to the newest), at most
- * max of them, oldest first. */
+/* Held messages with from <= seq <= to, at most max of them, oldest first. */
 void broker_range(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
                   uint64_t to, size_t max, broker_range_cb cb, void *arg);
+/* After a reconnect: held messages from `from` up to the newest announced
+ * one. When the broker's sequence (same epoch) is behind from - 1 — a
+ * failover lost messages this worker already delivered — it is moved up
+ * to from - 1, so new messages never reuse a seq a subscriber has seen
+ * (subscribers that missed the lost ones get `gap`). */
+void broker_refill(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
+                   const char *epoch, size_t max, broker_range_cb cb, void *arg);
 
 /* Follow a stream's channel on this worker's pub/sub connection; the hub
  * hears back through cluster_on_subscribed() and cluster_on_message(). */

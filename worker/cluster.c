@@ -255,8 +255,12 @@ static void cluster_fill(struct worker *w, struct hub_stream *hs, uint64_t from,
     hs->filling = to ? 1 : 2; /* 2: up to the last announced seq */
     hs->refs++;
     hs->owner = w;
-    size_t max = to ? (size_t)(to - from + 1) : (size_t)w->cfg.history_size;
-    broker_range(w, hs->broker, hs->name, hs->name_len, from, to, max, cluster_on_fill, hs);
+    if (to)
+        broker_range(w, hs->broker, hs->name, hs->name_len, from, to, (size_t)(to - from + 1),
+                     cluster_on_fill, hs);
+    else
+        broker_refill(w, hs->broker, hs->name, hs->name_len, from, hs->epoch,
+                      (size_t)w->cfg.history_size, cluster_on_fill, hs);
 }
 
 void cluster_on_message(struct worker *w, const char *stream, size_t len, const char *epoch,

@@ -304,3 +304,43 @@ def test_sentinel_urls_are_checked(tmp_path, url, ok):
     assert (out.returncode == 0) == ok, out.stderr
     if not ok:
         assert "broker" in out.stderr, out.stderr
+
+
+def test_a_sequence_that_lost_its_tail_never_reuses_a_delivered_seq(gateway_factory, tmp_path):
+    """With broker_replicas_ack 0 a failover can lose acknowledged messages
+    a subscriber already has (simulated: Redis forgets seq 4-5). The
+    worker's refill moves the sequence past what it delivered, so the next
+    publish gets seq 6, not a second seq 4 its subscriber would drop, and a
+    subscriber resuming from 3 is told `gap` 4-5."""
+    node = RedisNode(str(tmp_path / "r")).start()
+    try:
+        gw = gateway_factory(config(f"redis://127.0.0.1:{node.port}/0"))
+        wait(lambda: healthy(gw), 10, "broker up")
+        s = "patient/3/ecg"
+
+        async def go():
+            sub = await Stream.connect(gw.port)
+            first = await sub.subscribe(s)
+            assert await publish_acked(gw.port, s, range(5)) == [1, 2, 3, 4, 5]
+            await sub.wait_for(lambda: len(sub.of_type("message")) == 5, "five messages")
+            for cmd in (["SET", f"wsgate:{{{s}}}:seq", "3"], ["SET", f"wsgate:{{{s}}}:acked", "3"],
+                        ["XDEL", f"wsgate:{{{s}}}:log", "4-0", "5-0"]):
+                node.cli(*cmd)
+            assert int(node.cli("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
+            wait(lambda: node.cli("GET", f"wsgate:{{{s}}}:seq") == "5", 10,
+                 "the refill to move the sequence on")
+            assert await publish_acked(gw.port, s, [5]) == [6]
+            await sub.wait_for(lambda: len(sub.of_type("message")) == 6, "the sixth message")
+            assert [f["seq"] for f in sub.of_type("message")] == [1, 2, 3, 4, 5, 6]
+            again = await Stream.connect(gw.port)
+            reply = await again.subscribe(s, since=3, epoch=first["epoch"])
+            assert reply["recovered"] is False, reply
+            await again.wait_for(lambda: len(again.frames) >= 3, "gap and message")
+            gap, msg = again.frames[1][1], again.frames[2][1]
+            assert (gap["type"], gap["from"], gap["to"]) == ("gap", 4, 5), again.frames
+            assert (msg["type"], msg["seq"]) == ("message", 6), again.frames
+            for c in (sub, again):
+                await c.close()
+        asyncio.run(go())
+    finally:
+        node.kill()
