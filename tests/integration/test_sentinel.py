@@ -4,7 +4,7 @@ groups as shards, publishes acknowledged only once replicated
 assumed. Real redis-server and redis-sentinel on loopback, started here:
 one master, two replicas and three Sentinels per group."""
 import asyncio
-import json
+import os
 import subprocess
 import time
 
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SLOW, WSGATE_BIN, metric
 from sentinelutil import (HAVE_SENTINEL, Publisher, RedisNode, Relay, SentinelGroup, Stream,
-                          failover_run, healthy, wait)
+                          cli, failover_run, healthy, wait)
 
 pytestmark = pytest.mark.skipif(not HAVE_SENTINEL, reason="redis-sentinel not installed")
 
@@ -344,3 +344,25 @@ def test_a_sequence_that_lost_its_tail_never_reuses_a_delivered_seq(gateway_fact
         asyncio.run(go())
     finally:
         node.kill()
+
+
+def test_sentinel_password_from_a_file(gateway_factory, group, tmp_path):
+    """Sentinels that require a password: without broker_sentinel_password_file
+    the gateway cannot learn the master (and says so); with it, it does, and
+    the secret is never logged."""
+    secret = "sent-" + os.urandom(4).hex()
+    for port in group.sentinel_ports:
+        cli(port, "SENTINEL", "CONFIG", "SET", "sentinel-pass", secret)
+        assert cli(port, "ACL", "SETUSER", "default", "on", "resetpass", f">{secret}") == "OK"
+    without = gateway_factory(config(group.url()))
+    pw = tmp_path / "sentinel.pass"
+    pw.write_text(secret + "\n")
+    good = gateway_factory(config(group.url(), broker_sentinel_password_file=str(pw),
+                                  log_level="debug"))
+    wait(lambda: healthy(good), 10, "the master named by password-protected Sentinels")
+    assert asyncio.run(publish_acked(good.port, "patient/4/ecg", [0, 1])) == [1, 2]
+    doc = without.detailed()
+    assert doc["status"] == "degraded" and doc["broker"][0]["commands_up"] is False, doc
+    assert any("does not name a master" in l.get("message", "") and "NOAUTH" in l["message"]
+               for l in without.logs()), without.stderr()[-2000:]
+    assert secret not in good.stderr() and secret not in without.stderr()
