@@ -96,7 +96,8 @@ static void metrics_brokers(struct textbuf *out, const char *env, const struct s
                         segment_broker_sub_up(seg, b));
     }
     metrics_header(out, "websocket_broker_latency_seconds", "histogram",
-                   "Round trip of a publish to the cluster broker (store, sequence, announce).");
+                   "Round trip of a publish to the cluster broker (store, sequence, announce; with "
+                   "broker_replicas_ack, until WAIT confirms).");
     for (int b = 0; b < cfg->broker_count; b++) {
         char label[96], labels[128];
         broker_url_label(cfg->broker[b], label, sizeof(label));

@@ -76,6 +76,7 @@ struct broker_conn {
     uint64_t heard_ns;      /* pub/sub: bytes last arrived (or the connection opened) */
     uint64_t ping_ns;       /* pub/sub: last PING sent */
     int ready;              /* pub/sub: the heartbeat channel's SUBSCRIBE was answered */
+    int dropped;            /* shut down; its disconnect callback is on the way */
 };
 
 /* A connection to one Sentinel: a query for the master's address, or the
@@ -84,6 +85,7 @@ struct broker_sentinel {
     redisAsyncContext *ac;
     struct broker *br;
     int watch;
+    uint64_t opened_ns;
 };
 
 /* One request in flight; freed when hiredis is done with it (its reply,
@@ -303,6 +305,9 @@ static void broker_schedule_reconnect(struct broker *br)
 static void broker_drop(struct broker_conn *bc, const char *why)
 {
     struct broker *br = bc->br;
+    if (bc->dropped)
+        return;
+    bc->dropped = 1;
     struct log_line l;
     log_begin(&l, LOG_WARN, "error");
     log_str(&l, "broker", br->label);
@@ -588,6 +593,7 @@ static struct broker_sentinel *broker_sentinel_open(struct broker *br, int watch
         return NULL;
     bs->br = br;
     bs->watch = watch;
+    bs->opened_ns = clock_now_ns();
     redisAsyncContext *ac = redisAsyncConnect(a->host, a->port);
     if (!ac || ac->err || broker_uv_attach(ac, &br->w->loop) < 0) {
         if (ac)
@@ -1211,12 +1217,19 @@ void broker_sweep(struct worker *w, uint64_t now_ns)
     uint64_t silent_ns = (uint64_t)w->cfg.broker_timeout * 1000000000ull;
     for (int b = 0; b < set->n; b++) {
         struct broker *br = set->b[b];
+        /* A Sentinel that does not answer its query in broker_timeout (a
+         * blackholed address: hiredis has no connect timeout) is given up
+         * for the next one. */
+        if (br->query && now_ns - br->query->opened_ns > silent_ns && br->query->ac->c.fd >= 0) {
+            br->query->opened_ns = now_ns;
+            shutdown(br->query->ac->c.fd, SHUT_RDWR);
+        }
         struct broker_conn *sub = br->sub;
         /* The pub/sub connection is watched, not assumed: a PING every
          * second, and silence past broker_timeout since bytes last came
          * (a ping unanswered, or no ROLE answer yet) replaces it; the
          * streams it followed refill from their last delivered seq. */
-        if (sub && sub->ac && now_ns - sub->heard_ns > silent_ns &&
+        if (sub && sub->ac && !sub->dropped && now_ns - sub->heard_ns > silent_ns &&
             (!sub->connected || sub->ping_ns > sub->heard_ns)) {
             segment_counter_add(&w->slot->counters.broker[br->index].errors[BROKER_ERROR_SUBSCRIPTION], 1);
             if (br->url.nsentinels && sub->gen == br->master_gen)

@@ -5,6 +5,7 @@ assumed. Real redis-server and redis-sentinel on loopback, started here:
 one master, two replicas and three Sentinels per group."""
 import asyncio
 import os
+import socket
 import subprocess
 import time
 
@@ -366,3 +367,21 @@ def test_sentinel_password_from_a_file(gateway_factory, group, tmp_path):
     assert any("does not name a master" in l.get("message", "") and "NOAUTH" in l["message"]
                for l in without.logs()), without.stderr()[-2000:]
     assert secret not in good.stderr() and secret not in without.stderr()
+
+
+def test_a_silent_sentinel_is_passed_over(gateway_factory, group):
+    """The first Sentinel listed accepts connections but never answers: the
+    workers give it up after broker_timeout and ask the next one."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        port = silent.getsockname()[1]
+        hosts = ",".join(f"127.0.0.1:{p}" for p in [port] + group.sentinel_ports)
+        gw = gateway_factory(config(f"redis-sentinel://{hosts}/{group.name}/0", broker_timeout=1))
+        t0 = time.monotonic()
+        wait(lambda: healthy(gw), 10, "the master named by the second Sentinel")
+        print(f"\nsilent Sentinel passed over in {time.monotonic() - t0:.2f}s (broker_timeout 1)")
+        assert asyncio.run(publish_acked(gw.port, "patient/5/ecg", [0])) == [1]
+    finally:
+        silent.close()
