@@ -485,8 +485,8 @@ static void broker_sentinel_forget(struct broker_sentinel *bs)
     if (broker_set(br->w)->closing)
         return;
     /* A query that ended without an answer: ask the next Sentinel. A
-     * lost watch is opened again by the next connect_all. */
-    if (!br->resolved)
+     * lost watch is opened again, on the next Sentinel, by connect_all. */
+    if (!br->resolved || watch)
         br->next_sentinel = (br->next_sentinel + 1) % br->url.nsentinels;
     if (!br->resolved || watch)
         broker_schedule_reconnect(br);

@@ -67,7 +67,7 @@ def test_master_killed_acked_messages_reach_every_subscriber_once(gateway_factor
     resumes by itself; the old master, back as a replica, gets no writes."""
     a, b = gateways(gateway_factory, 2, config(group.url(), broker_replicas_ack=1))
     stream = "patient/16/ecg"
-    r = asyncio.run(failover_run(group, a, [a, b], stream))
+    r = asyncio.run(failover_run(group, a, [a, b], stream, before_kill=1.0, after_resume=0.5))
     acks, refused = r["acks"], r["refused"]
     assert refused, "no publish was refused during the failover"
     assert {code for code, _ in refused.values()} == {"unavailable"}, refused
