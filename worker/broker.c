@@ -985,6 +985,8 @@ int broker_is_up(const struct worker *w, int b)
 
 int broker_sub_is_up(const struct worker *w, int b)
 {
+    /* What the gauge says: a subscription that is not answering would
+     * leave a new subscriber waiting for messages that do not come. */
     return atomic_load(&w->slot->broker[b].sub_up) != 0;
 }
 

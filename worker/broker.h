@@ -58,7 +58,8 @@ static inline int broker_enabled(const struct worker *w)
 int broker_for_stream(const struct worker *w, const char *stream, size_t len);
 /* Command connection to the master up: publishes and reads may go. */
 int broker_is_up(const struct worker *w, int b);
-/* Pub/sub connection up: new subscriptions can be followed. */
+/* This worker's pub/sub connection answers (the sub_up gauge): new
+ * subscriptions can be followed. */
 int broker_sub_is_up(const struct worker *w, int b);
 
 /* Store, sequence and announce one message. err: 0, or -EAGAIN when the

@@ -73,6 +73,21 @@ def redis_factory(tmp_path):
         r.stop()
 
 
+@pytest.fixture
+def gateway_factory(gateway_factory):
+    """conftest's, waiting until the new replica's brokers are up (command
+    and subscription): a subscribe before that is refused `unavailable`."""
+    def make(*args, **kw):
+        gw = gateway_factory(*args, **kw)
+        if gw.proc is not None:
+            deadline = time.monotonic() + 10 * SLOW
+            while gw.detailed()["status"] != "ok":
+                assert time.monotonic() < deadline, gw.detailed()
+                time.sleep(0.02)
+        return gw
+    return make
+
+
 def cluster_config(*urls, **extra):
     cfg = {"workers": 2, "broker": list(urls), "stream_memory": 16 << 20, "max_streams": 64}
     cfg.update(extra)
