@@ -73,6 +73,21 @@ def redis_factory(tmp_path):
         r.stop()
 
 
+@pytest.fixture
+def gateway_factory(gateway_factory):
+    """conftest's, waiting until the new replica's brokers are up (command
+    and subscription): a subscribe before that is refused `unavailable`."""
+    def make(*args, **kw):
+        gw = gateway_factory(*args, **kw)
+        if gw.proc is not None:
+            deadline = time.monotonic() + 10 * SLOW
+            while gw.detailed()["status"] != "ok":
+                assert time.monotonic() < deadline, gw.detailed()
+                time.sleep(0.02)
+        return gw
+    return make
+
+
 def cluster_config(*urls, **extra):
     cfg = {"workers": 2, "broker": list(urls), "stream_memory": 16 << 20, "max_streams": 64}
     cfg.update(extra)
@@ -132,7 +147,8 @@ def test_three_replicas_one_sequence(gateway_factory, redis_factory):
     asyncio.run(go())
     # One Redis round trip per publish: the broker histogram counted 200.
     assert metric(a.metrics(), "websocket_broker_latency_seconds_count") == 200
-    assert metric(b.metrics(), "websocket_broker_up") == 1
+    assert metric(b.metrics(), "websocket_broker_up", connection="command") == 1
+    assert metric(b.metrics(), "websocket_broker_up", connection="subscription") == 1
 
 
 def test_streams_shard_across_two_redis(gateway_factory, redis_factory):
@@ -213,7 +229,7 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
             unavailable += 1
         assert unavailable == 3
         assert b.detailed()["status"] == "degraded"
-        assert metric(b.metrics(), "websocket_broker_up") == 0
+        assert metric(b.metrics(), "websocket_broker_up", connection="command") == 0
         # Subscribers stay connected through the outage.
         for ws in subs:
             assert (await ws_request(ws, {"type": "ping", "id": 1}))["type"] == "pong"
@@ -223,8 +239,8 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
         # The replicas reconnect by themselves; publishing works again.
         deadline = time.monotonic() + 15 * SLOW
         while time.monotonic() < deadline:
-            if metric(a.metrics(), "websocket_broker_up") == 1 and \
-               metric(b.metrics(), "websocket_broker_up") == 1:
+            if metric(a.metrics(), "websocket_broker_up") == 2 and \
+               metric(b.metrics(), "websocket_broker_up") == 2:
                 break
             await asyncio.sleep(0.2)
         assert b.detailed()["status"] == "ok"
