@@ -182,7 +182,7 @@ static int conn_output_left(const struct conn *c)
     return !sendq_empty(&c->out) || (c->tls && tlsconn_output_left(c));
 }
 
-void conn_after_write(struct conn *c)
+static void conn_after_write(struct conn *c)
 {
     if (c->closed)
         return;
@@ -192,7 +192,7 @@ void conn_after_write(struct conn *c)
         conn_close_with(c, c->reason, conn_close_code(c));
 }
 
-void conn_io_failed(struct conn *c, int status)
+static void conn_io_failed(struct conn *c, int status)
 {
     if (c->state == CONN_HTTP) {
         /* A refused connection whose client left before reading the answer
@@ -217,6 +217,14 @@ void conn_io_failed(struct conn *c, int status)
         log_end(&l);
     }
     conn_close_with(c, reason, conn_close_code(c));
+}
+
+void conn_write_done(struct conn *c, int status)
+{
+    if (status < 0)
+        conn_io_failed(c, status);
+    else
+        conn_after_write(c);
 }
 
 void conn_read_failed(struct conn *c, int status)
@@ -312,7 +320,7 @@ void conn_accept(struct worker *w)
     c->id = ++w->next_conn_id;
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
-    sendq_init(&c->out);
+    sendq_init(&c->out, conn_write_done);
     uv_tcp_nodelay(&c->tcp, 1);
     conn_format_remote(c);
     c->req = malloc(sizeof(*c->req));

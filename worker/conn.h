@@ -42,9 +42,9 @@ void conn_resume_reading(struct conn *c);
 /* Close once everything queued has been written. */
 void conn_close_after_flush(struct conn *c, enum segment_disconnect_reason reason);
 
-/* sendq callbacks. */
-void conn_after_write(struct conn *c);
-void conn_io_failed(struct conn *c, int status);
+/* The write callback conn installs on its queue (sendq_write_cb): flush
+ * what followed, close after the last byte, or count an I/O error. */
+void conn_write_done(struct conn *c, int status);
 
 /* Flush all dirty connections (the worker's uv_check). */
 void conn_flush_dirty(struct worker *w);

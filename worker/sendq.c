@@ -4,16 +4,21 @@
 #include <string.h>
 
 #include "clock.h"
-#include "conn.h"
 #include "segment.h"
 
-void sendq_init(struct sendq *q)
+static void sendq_reset(struct sendq *q)
 {
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->moved_ns = 0;
     q->inflight = 0;
     q->sealed = 0;
+}
+
+void sendq_init(struct sendq *q, sendq_write_cb write_cb)
+{
+    sendq_reset(q);
+    q->write_cb = write_cb;
 }
 
 static void sendq_chunk_free(struct sendq_chunk *c)
@@ -31,7 +36,7 @@ void sendq_free(struct sendq *q)
         sendq_chunk_free(c);
         c = next;
     }
-    sendq_init(q);
+    sendq_reset(q);
 }
 
 /* Bytes of live shared frames in this worker process (one worker per
@@ -194,11 +199,11 @@ static void sendq_write_done(uv_write_t *req, int status)
     if (status < 0) {
         /* UV_ECANCELED: the handle is closing; the chunks go with it. */
         if (status != UV_ECANCELED)
-            conn_io_failed(conn, status);
+            q->write_cb(conn, status);
         return;
     }
     sendq_consume(conn, n);
-    conn_after_write(conn);
+    q->write_cb(conn, 0);
 }
 
 int sendq_flush(struct conn *conn)

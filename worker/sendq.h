@@ -17,7 +17,10 @@
 
 #define SENDQ_IOV_MAX 64
 
-void sendq_init(struct sendq *q);
+/* write_cb hears of every uv_write that completes (or fails) after
+ * sendq_flush or tlsconn_flush had to wait for the kernel; not of a write
+ * libuv cancelled because the handle is closing. */
+void sendq_init(struct sendq *q, sendq_write_cb write_cb);
 /* Drop everything (connection closed). */
 void sendq_free(struct sendq *q);
 /* Append a copy of data; origin_ns (0 = none) is the receive time of the

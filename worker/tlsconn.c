@@ -251,12 +251,12 @@ static void tlsconn_write_done(uv_write_t *req, int status)
     if (status < 0) {
         /* UV_ECANCELED: the handle is closing. */
         if (status != UV_ECANCELED)
-            conn_io_failed(c, status);
+            c->out.write_cb(c, status);
         return;
     }
     t->cipher_sent += t->pending_len;
     t->pending_len = 0;
-    conn_after_write(c);
+    c->out.write_cb(c, 0);
 }
 
 /* Move the write BIO's ciphertext to the kernel, a buffer at a time.

@@ -49,6 +49,12 @@ struct sendq_chunk {
     char data[];
 };
 
+struct conn;
+/* How a queue tells its owner that a write it waited for finished: status
+ * 0 (the bytes reached the kernel, more may be flushed), or a negative
+ * libuv error. Installed by the owner at sendq_init. */
+typedef void (*sendq_write_cb)(struct conn *c, int status);
+
 struct sendq {
     struct sendq_chunk *head, *tail;
     size_t bytes;        /* unsent bytes queued */
@@ -58,6 +64,7 @@ struct sendq {
     unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
                             their ciphertext has reached the kernel */
     uv_write_t req;      /* the connection's one write request (tlsconn's with TLS) */
+    sendq_write_cb write_cb; /* the owner's; kept by sendq_free */
 };
 
 /* TLS state of one connection (see tlsconn.h); NULL on a plain port. */

@@ -110,7 +110,7 @@ struct conn *fuzz_conn_socketpair(struct fuzz_worker *fw, enum conn_state state,
     c->id = ++w->next_conn_id;
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
-    sendq_init(&c->out);
+    sendq_init(&c->out, conn_write_done);
     snprintf(c->remote, sizeof(c->remote), "fuzz:%d", sv[1]);
     if (state == CONN_HTTP) {
         c->req = malloc(sizeof(*c->req));

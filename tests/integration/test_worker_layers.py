@@ -15,7 +15,6 @@ WORKER = os.path.join(ROOT, "worker")
 
 # Includes that still point up, each with why it remains. Empty is the goal.
 UPWARD = {
-    ("sendq", "conn"): "a finished or failed uv_write calls conn_after_write/conn_io_failed",
     ("broker", "cluster"): "broker reports subscriptions, messages and reconnects with "
                            "cluster_on_* by name",
     ("tlsconn", "conn"): "tlsconn is the TLS half of the transport: it hands plaintext to "
