@@ -12,7 +12,6 @@
 
 #include "brokerurl.h"
 #include "clock.h"
-#include "cluster.h"
 #include "log.h"
 #include "segment.h"
 #include "streamlog.h"
@@ -135,6 +134,7 @@ struct broker_set {
     int n;
     struct broker_req *pending; /* requests not answered yet, for pool_timeout */
     int closing;                /* the worker is exiting: no reconnects */
+    const struct broker_events *ev; /* the layer above's, from broker_init */
     char sha[SHA_DIGEST_LENGTH * 2 + 1];
     char announce_sha[SHA_DIGEST_LENGTH * 2 + 1];
 };
@@ -373,7 +373,7 @@ static void broker_on_role(redisAsyncContext *ac, void *r, void *privdata)
         br->backoff_ms = 0;
         redisAsyncCommand(bc->ac, broker_on_pubsub, br, "SUBSCRIBE " BROKER_HEARTBEAT_CHANNEL);
         bc->ping_ns = bc->heard_ns = clock_now_ns();
-        cluster_on_reconnected(br->w, br->index);
+        broker_set(br->w)->ev->reconnected(br->w, br->index);
     }
     broker_update_gauges(br);
 }
@@ -416,7 +416,7 @@ static void broker_forget_conn(struct broker_conn *bc, int failed)
     if (br->sub == bc) {
         br->sub = NULL;
         if (!broker_set(br->w)->closing)
-            cluster_on_lost(br->w, br->index);
+            broker_set(br->w)->ev->lost(br->w, br->index);
     } else {
         for (int i = 0; i < br->ncmd; i++) {
             if (br->cmd[i] == bc) {
@@ -1155,7 +1155,7 @@ static void broker_on_pubsub(redisAsyncContext *ac, void *r, void *privdata)
     const char *stream = channel + 8;
     size_t slen = clen - 9;
     if (strcmp(kind, "subscribe") == 0) {
-        cluster_on_subscribed(br->w, br->index, stream, slen);
+        broker_set(br->w)->ev->subscribed(br->w, br->index, stream, slen);
         return;
     }
     if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING)
@@ -1177,14 +1177,14 @@ static void broker_on_pubsub(redisAsyncContext *ac, void *r, void *privdata)
     memcpy(epoch, p, (size_t)(sp - p));
     epoch[sp - p] = '\0';
     struct broker_entry e = {seq, ts, sp + 1, (size_t)(end - sp - 1)};
-    cluster_on_message(br->w, stream, slen, epoch, &e);
+    broker_set(br->w)->ev->message(br->w, stream, slen, epoch, &e);
 }
 
 void broker_subscribe(struct worker *w, int b, const char *stream, size_t len)
 {
     struct broker *br = broker_set(w)->b[b];
     if (!br->sub || !br->sub->connected)
-        return; /* cluster_on_reconnected() subscribes again */
+        return; /* the reconnected event subscribes again */
     char channel[STREAMLOG_NAME_MAX + 32];
     broker_key(channel, sizeof(channel), stream, len, "");
     redisAsyncCommand(br->sub->ac, broker_on_pubsub, br, "SUBSCRIBE %s", channel);
@@ -1271,13 +1271,14 @@ static int broker_read_password(const char *path, char *out, size_t len)
     return 0;
 }
 
-int broker_init(struct worker *w)
+int broker_init(struct worker *w, const struct broker_events *events)
 {
     if (!broker_enabled(w))
         return 0;
     struct broker_set *set = calloc(1, sizeof(*set));
     if (!set)
         return -ENOMEM;
+    set->ev = events;
     w->broker = set;
     unsigned char digest[SHA_DIGEST_LENGTH];
     SHA1((const unsigned char *)broker_script, sizeof(broker_script) - 1, digest);

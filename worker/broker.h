@@ -20,8 +20,11 @@
  * carries requests only once the answer is "master"; READONLY drops it.
  *
  * Requests answer once, through their callback: with the reply, or with
- * an error when the connection drops or pool_timeout passes. The module
- * knows nothing of WebSocket connections; the hub drives it.
+ * an error when the connection drops or pool_timeout passes. What is not
+ * an answer to a request (a channel subscription confirmed, a message on
+ * a channel, the pub/sub connection lost or back) goes to the events the
+ * layer above installed at broker_init. The module knows nothing of
+ * WebSocket connections, subscribers or the hub: cluster.c drives it.
  */
 #ifndef WSGATE_BROKER_H
 #define WSGATE_BROKER_H
@@ -45,8 +48,21 @@ typedef void (*broker_publish_cb)(void *arg, int err, uint64_t seq, const char *
 typedef void (*broker_head_cb)(void *arg, int err, uint64_t seq, const char *epoch);
 typedef void (*broker_range_cb)(void *arg, int err, const struct broker_entry *e, size_t n);
 
-/* Connect to every configured broker (none: nothing to do). */
-int broker_init(struct worker *w);
+/* What the broker tells the layer above of its own accord (cluster.c's
+ * cluster_broker_events): a SUBSCRIBE confirmed, a message on a channel,
+ * the pub/sub connection to broker b back (subscribe everything again)
+ * or lost (what arrives meanwhile is missed). */
+struct broker_events {
+    void (*subscribed)(struct worker *w, int b, const char *stream, size_t len);
+    void (*message)(struct worker *w, const char *stream, size_t len, const char *epoch,
+                    const struct broker_entry *e);
+    void (*reconnected)(struct worker *w, int b);
+    void (*lost)(struct worker *w, int b);
+};
+
+/* Connect to every configured broker (none: nothing to do); `events`
+ * must outlive the broker. Returns 0 or -ENOMEM. */
+int broker_init(struct worker *w, const struct broker_events *events);
 void broker_close(struct worker *w);
 
 static inline int broker_enabled(const struct worker *w)
@@ -80,8 +96,8 @@ void broker_range(struct worker *w, int b, const char *stream, size_t len, uint6
 void broker_refill(struct worker *w, int b, const char *stream, size_t len, uint64_t from,
                    const char *epoch, size_t max, broker_range_cb cb, void *arg);
 
-/* Follow a stream's channel on this worker's pub/sub connection; the hub
- * hears back through cluster_on_subscribed() and cluster_on_message(). */
+/* Follow a stream's channel on this worker's pub/sub connection; the
+ * layer above hears back through its events' subscribed and message. */
 void broker_subscribe(struct worker *w, int b, const char *stream, size_t len);
 void broker_unsubscribe(struct worker *w, int b, const char *stream, size_t len);
 

@@ -275,7 +275,7 @@ static void cluster_fill(struct worker *w, struct hub_stream *hs, uint64_t from,
                       (size_t)w->cfg.history_size, cluster_on_fill, hs);
 }
 
-void cluster_on_message(struct worker *w, const char *stream, size_t len, const char *epoch,
+static void cluster_on_message(struct worker *w, const char *stream, size_t len, const char *epoch,
                         const struct broker_entry *e)
 {
     struct hub_stream *hs = hub_find(w, stream, len);
@@ -448,7 +448,7 @@ static void cluster_on_head(void *arg, int err, uint64_t seq, const char *epoch)
     cluster_drain_held(w, hs);
 }
 
-void cluster_on_subscribed(struct worker *w, int b, const char *stream, size_t len)
+static void cluster_on_subscribed(struct worker *w, int b, const char *stream, size_t len)
 {
     struct hub_stream *hs = hub_find(w, stream, len);
     if (!hs)
@@ -534,7 +534,7 @@ void cluster_stream_unused(struct worker *w, struct hub_stream *hs)
     cluster_free_held(hs);
 }
 
-void cluster_on_lost(struct worker *w, int b)
+static void cluster_on_lost(struct worker *w, int b)
 {
     for (int i = 0; i < HUB_BUCKETS; i++) {
         for (struct hub_stream *hs = w->hub.buckets[i]; hs; hs = hs->next) {
@@ -550,7 +550,7 @@ void cluster_on_lost(struct worker *w, int b)
     }
 }
 
-void cluster_on_reconnected(struct worker *w, int b)
+static void cluster_on_reconnected(struct worker *w, int b)
 {
     for (int i = 0; i < HUB_BUCKETS; i++) {
         for (struct hub_stream *hs = w->hub.buckets[i]; hs; hs = hs->next) {
@@ -559,3 +559,10 @@ void cluster_on_reconnected(struct worker *w, int b)
         }
     }
 }
+
+const struct broker_events cluster_broker_events = {
+    .subscribed = cluster_on_subscribed,
+    .message = cluster_on_message,
+    .reconnected = cluster_on_reconnected,
+    .lost = cluster_on_lost,
+};

@@ -20,7 +20,7 @@
 #include "hub.h"
 #include "worker-t.h"
 
-struct broker_entry;
+struct broker_events;
 
 int cluster_publish(struct conn *c, struct hub_stream *hs, const char *data, size_t dlen,
                     const char *id_json);
@@ -33,11 +33,7 @@ void cluster_conn_closed(struct conn *c);
  * position or their replay are freed here; returns 1 when it handled sub. */
 int cluster_unlink_sub(struct worker *w, struct hub_sub *sub);
 
-/* Events from broker.c. */
-void cluster_on_subscribed(struct worker *w, int b, const char *stream, size_t len);
-void cluster_on_message(struct worker *w, const char *stream, size_t len, const char *epoch,
-                        const struct broker_entry *e);
-void cluster_on_reconnected(struct worker *w, int b);
-void cluster_on_lost(struct worker *w, int b);
+/* What broker.c tells the streams (broker_init's events). */
+extern const struct broker_events cluster_broker_events;
 
 #endif

@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "broker.h"
+#include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
 #include "hub.h"
@@ -279,7 +280,7 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
         log_msg(LOG_ERROR, "error", "worker %d cannot poll its wake-up eventfd: %s; "
                 "it will only deliver messages published on itself", slot, uv_strerror(r));
 
-    r = broker_init(w);
+    r = broker_init(w, &cluster_broker_events);
     if (r < 0)
         log_msg(LOG_ERROR, "error", "worker %d cannot set up its broker connections: %s", slot,
                 strerror(-r));

@@ -15,8 +15,6 @@ WORKER = os.path.join(ROOT, "worker")
 
 # Includes that still point up, each with why it remains. Empty is the goal.
 UPWARD = {
-    ("broker", "cluster"): "broker reports subscriptions, messages and reconnects with "
-                           "cluster_on_* by name",
     ("tlsconn", "conn"): "tlsconn is the TLS half of the transport: it hands plaintext to "
                          "conn_deliver and closes through conn_refuse/conn_close_with",
     ("conn", "handshake"): "conn dispatches the request head to the handshake by name",
