@@ -166,7 +166,7 @@ int main(int argc, char **argv)
     log_str(&l, "segment", shm_name);
     log_end(&l);
 
-    int status = supervisor_run(&cfg, &tls, seg, keys, shm_name);
+    int status = supervisor_run(&cfg, &tls, seg, keys);
     auth_keystore_destroy(keys);
     segment_destroy(seg, shm_name);
     log_msg(LOG_INFO, "shutdown", "master exiting with status %d", status);

@@ -54,7 +54,6 @@ struct supervisor {
     struct config cfg;
     struct tls_pair tls;    /* cfg's certificate and key, as validated; handed to every
                                worker forked (empty when TLS is off) */
-    const char *shm_name;
     int signal_fd;
     uv_poll_t signal_poll;
     sigset_t orig_mask;
@@ -548,8 +547,7 @@ static void supervisor_close_walk(uv_handle_t *h, void *arg)
 }
 
 int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
-                   struct auth_keystore *keys,
-                   const char *shm_name)
+                   struct auth_keystore *keys)
 {
     static struct supervisor s;
     memset(&s, 0, sizeof(s));
@@ -558,7 +556,6 @@ int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segmen
     s.cfg = *cfg;
     s.tls = *tls;
     memset(tls, 0, sizeof(*tls));
-    s.shm_name = shm_name;
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
         s.slots[i].sup = &s;
         s.slots[i].index = i;

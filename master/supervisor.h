@@ -20,7 +20,6 @@
  * leaves it empty. `keys` holds the token key already published for cfg;
  * reloads republish it. */
 int supervisor_run(const struct config *cfg, struct tls_pair *tls, struct segment *seg,
-                   struct auth_keystore *keys,
-                   const char *shm_name);
+                   struct auth_keystore *keys);
 
 #endif

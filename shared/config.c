@@ -64,7 +64,7 @@ static const struct config_key config_keys[] = {
     CK_STR(bind_address, "0.0.0.0", 1, CONFIG_STR_MAX - 1, NULL,
            "IPv4 or IPv6 address to bind (restart to change)"),
     CK_INT(metrics_port, 8004, 0, 65535, 0, "master's /metrics and /health/detailed port; 0 disables"),
-    CK_INT(workers, 0, 0, 64, 0, "worker processes; 0 = one per online CPU"),
+    CK_INT(workers, 0, 0, 64, 0, "worker processes; 0 = one per CPU this process may use (affinity, cgroup quota)"),
     CK_INT(max_connections, 10000, 1, 1000000, 0, "WebSocket connections per replica"),
     CK_INT(heartbeat_interval, 30, 1, 3600, 0, "seconds between server ping frames"),
     CK_INT(connection_timeout, 300, 1, 86400, 0, "seconds of client silence before closing"),

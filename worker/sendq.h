@@ -28,9 +28,10 @@ void sendq_free(struct sendq *q);
 int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_ns);
 /* Append a chunk the caller filled (from sendq_chunk_new). */
 void sendq_push(struct sendq *q, struct sendq_chunk *c);
-/* A chunk with room for len bytes; `message` counts it as a message sent
- * and origin_ns (0: none) is observed when it leaves: as request duration
- * when the caller sets `request`, else as message latency. */
+/* A chunk with room for len bytes. With origin_ns (0: none) it counts as
+ * a message sent and origin_ns is observed when it leaves: as request
+ * duration when the caller sets the chunk's `request`, else as message
+ * latency. */
 struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns);
 
 /* Shared frames: refs start at 1 (the builder's); every queue holding it

@@ -286,7 +286,7 @@ struct worker {
     struct conn *dirty;          /* connections with output to flush */
     uint64_t next_conn_id;
     int listening;
-    int draining;                /* 0, or the disconnect reason of the drain */
+    int draining;                /* 0, or 1 + the drain's enum segment_disconnect_reason */
     uint64_t drain_deadline_ns;
     uint64_t last_handshake_second;
     struct hub hub;
