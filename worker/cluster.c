@@ -10,7 +10,6 @@
 #include "conn.h"
 #include "deflate.h"
 #include "log.h"
-#include "router.h"
 #include "segment.h"
 #include "sendq.h"
 #include "session.h"
@@ -69,9 +68,9 @@ static void cluster_on_published(void *arg, int err, uint64_t seq, const char *e
             p->next->prev = p->prev;
         struct cluster_reply_ctx saved = cluster_reply_begin(c, p->received_ns, REQUEST_PUBLISH);
         if (err)
-            router_reply_errno(c, p->id_json, -EAGAIN);
+            c->app->reply_errno(c, p->id_json, -EAGAIN);
         else if (p->id_json)
-            router_reply_ack(c, p->id_json, p->stream, p->len, seq);
+            c->app->reply_ack(c, p->id_json, p->stream, p->len, seq);
         cluster_reply_end(c, saved);
     }
     free(p->id_json);
@@ -412,7 +411,7 @@ static void cluster_fail_waiting(struct hub_stream *hs)
         if (s->conn) {
             struct cluster_reply_ctx saved =
                 cluster_reply_begin(s->conn, s->received_ns, REQUEST_SUBSCRIBE);
-            router_reply_errno(s->conn, s->id_json, -EAGAIN);
+            s->conn->app->reply_errno(s->conn, s->id_json, -EAGAIN);
             cluster_reply_end(s->conn, saved);
             cluster_unlink_conn(s);
         }

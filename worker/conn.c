@@ -7,14 +7,11 @@
 
 #include "auth.h"
 #include "clock.h"
-#include "handshake.h"
-#include "hub.h"
 #include "http.h"
 #include "iptable.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
-#include "session.h"
 #include "tcpinfo.h"
 #include "tlsconn.h"
 
@@ -82,8 +79,8 @@ static void conn_on_close(uv_handle_t *handle)
     conn_unlink(c->w, c);
     sendq_free(&c->out);
     tlsconn_free(c);
-    session_drop_pending(c);
-    session_free(c);
+    if (c->handlers->free)
+        c->handlers->free(c);
     auth_grant_free(c->grant);
     free(c->req);
     c->req = NULL;
@@ -131,7 +128,8 @@ void conn_close_with(struct conn *c, enum segment_disconnect_reason reason, int 
     if (c->closed)
         return;
     c->closed = 1;
-    hub_conn_closed(c);
+    if (c->handlers->closing)
+        c->handlers->closing(c);
     if (c->counted) {
         struct worker *w = c->w;
         segment_counter_add(&w->slot->counters.disconnections[reason], 1);
@@ -248,10 +246,7 @@ void conn_read_failed(struct conn *c, int status)
 
 void conn_deliver(struct conn *c, const char *data, size_t len)
 {
-    if (c->state == CONN_HTTP)
-        handshake_feed(c, data, len);
-    else
-        session_feed(c, (const uint8_t *)data, len);
+    c->handlers->feed(c, data, len);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -301,7 +296,7 @@ void conn_resume_reading(struct conn *c)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
-void conn_accept(struct worker *w)
+void conn_accept(struct worker *w, const struct conn_handlers *handlers)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -309,6 +304,7 @@ void conn_accept(struct worker *w)
         return;
     }
     c->w = w;
+    c->handlers = handlers;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
     conn_link(w, c);
@@ -382,7 +378,7 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
         why = "no byte accepted for send_timeout while data waits";
     if (!why)
         return 0;
-    session_close_slow_consumer(c, why);
+    c->handlers->slow(c, why);
     return 1;
 }
 
@@ -415,8 +411,6 @@ void conn_flush_dirty(struct worker *w)
 void conn_sweep(struct worker *w, uint64_t now_ns)
 {
     uint64_t handshake_ns = (uint64_t)w->cfg.handshake_timeout * 1000000000ull;
-    uint64_t idle_ns = (uint64_t)w->cfg.connection_timeout * 1000000000ull;
-    uint64_t ping_ns = (uint64_t)w->cfg.heartbeat_interval * 1000000000ull;
     int64_t now_ms = clock_wall_ms();
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
@@ -432,23 +426,15 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
             if (c->tls && !tlsconn_established(c))
                 tlsconn_timed_out(c);
             else
-                handshake_timed_out(c);
+                c->handlers->timed_out(c);
             break;
         case CONN_WS:
-            if (c->grant && auth_grant_expired(c->grant, now_ms)) {
-                /* No fresh token came in time ({"type":"auth"}): the
-                 * session's authorisation is over. A policy close. */
-                c->close_detail = "token expired";
-                session_close(c, 1008, "token expired", DISCONNECT_PROTOCOL_ERROR);
-            } else if (now_ns - c->last_rx_ns > idle_ns)
-                session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
-            else if (now_ns - c->last_ping_ns >= ping_ns)
-                session_ping(c, now_ns);
+            c->handlers->sweep(c, now_ns, now_ms);
             if (!c->closed && conn_check_slow(w, c, now_ns))
                 break;
             if (now_ns - c->last_rx_ns > CONN_QUIET_NS) {
-                if (c->ws)
-                    session_release_if_idle(c);
+                if (c->handlers->quiet)
+                    c->handlers->quiet(c);
                 if (c->tls)
                     tlsconn_release_if_idle(c);
             }

@@ -1,8 +1,10 @@
 /*
  * conn — one accepted TCP connection, from accept to close.
  *
- * Reads are dispatched by state: the request head goes to handshake, frames
- * go to session (on a TLS port, through tlsconn first). Every close goes
+ * Reads, timeouts and the close go to the connection's handlers (struct
+ * conn_handlers), installed by the layer above: the handshake's at accept,
+ * the session's at upgrade (on a TLS port, bytes pass tlsconn first).
+ * conn knows no module above it by name. Every close goes
  * through conn_close_with(), which is the one place that counts the
  * disconnection, logs it and gives back the replica-wide connection slot.
  * A connection that fails before it is a WebSocket counts exactly one
@@ -14,11 +16,11 @@
 #include "log-t.h"
 #include "worker-t.h"
 
-/* Accept one pending connection from the worker's listener. */
-void conn_accept(struct worker *w);
+/* Accept one pending connection from the worker's listener; `handlers`
+ * serve it until the layer above installs others. */
+void conn_accept(struct worker *w, const struct conn_handlers *handlers);
 
-/* Bytes from the client (plaintext, with TLS): to the HTTP head or the
- * WebSocket session, by state. */
+/* Bytes from the client (plaintext, with TLS): to the handlers' feed. */
 void conn_deliver(struct conn *c, const char *data, size_t len);
 /* The client's side ended (UV_EOF) or failed (a libuv error). */
 void conn_read_failed(struct conn *c, int status);

@@ -13,9 +13,11 @@
 #include "conn.h"
 #include "endpoints.h"
 #include "http.h"
+#include "hub.h"
 #include "iptable.h"
 #include "log.h"
 #include "pmdeflate.h"
+#include "router.h"
 #include "segment.h"
 #include "session.h"
 
@@ -293,6 +295,8 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
     free(c->req);
     c->req = NULL;
     c->state = CONN_WS;
+    c->handlers = &handshake_ws_handlers;
+    c->app = &router_app;
     c->upgraded_ns = c->last_rx_ns = c->last_ping_ns = clock_now_ns();
     segment_counter_add(&w->slot->counters.connections_total, 1);
     handshake_log_connect(c);
@@ -353,3 +357,31 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
     c->close_after_flush = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
+
+static void handshake_ws_feed(struct conn *c, const char *data, size_t len)
+{
+    session_feed(c, (const uint8_t *)data, len);
+}
+
+/* The session holds its wslay context and the messages waiting their
+ * turn; the connection's subscriptions and pending publishes are the
+ * hub's, let go of when the connection goes so nothing is queued to it. */
+static void handshake_ws_free(struct conn *c)
+{
+    session_drop_pending(c);
+    session_free(c);
+}
+
+const struct conn_handlers handshake_http_handlers = {
+    .feed = handshake_feed,
+    .timed_out = handshake_timed_out,
+};
+
+const struct conn_handlers handshake_ws_handlers = {
+    .feed = handshake_ws_feed,
+    .sweep = session_sweep,
+    .slow = session_close_slow_consumer,
+    .quiet = session_release_if_idle,
+    .closing = hub_conn_closed,
+    .free = handshake_ws_free,
+};

@@ -16,4 +16,11 @@ void handshake_feed(struct conn *c, const char *data, size_t len);
 /* The head did not arrive within handshake_timeout: answer 408, close. */
 void handshake_timed_out(struct conn *c);
 
+/* A connection's handlers (conn.h) in each phase: the HTTP ones from
+ * accept (worker.c passes them to conn_accept), the WebSocket session's
+ * from the upgrade on, installed here with the router as the session's
+ * app (router_app). */
+extern const struct conn_handlers handshake_http_handlers;
+extern const struct conn_handlers handshake_ws_handlers;
+
 #endif

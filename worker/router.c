@@ -522,3 +522,10 @@ void router_handle(struct conn *c, const char *msg, size_t len)
     json_t *root = router_parse(msg, len, &err);
     router_process(c, msg, len, root, &err);
 }
+
+const struct app_ops router_app = {
+    .parse = router_parse,
+    .process = router_process,
+    .reply_errno = router_reply_errno,
+    .reply_ack = router_reply_ack,
+};

@@ -20,8 +20,8 @@
 /* Parse, admit (max_messages_per_second) and dispatch one message. */
 void router_handle(struct conn *c, const char *msg, size_t len);
 
-/* Replies for requests the hub completes later (cluster mode); id_json is
- * the request's id serialised, or NULL. */
+/* Replies, also to requests the hub completes later (cluster mode, through
+ * router_app); id_json is the request's id serialised, or NULL. */
 void router_reply_error(struct conn *c, const char *id_json, enum segment_refusal code,
                         const char *message);
 /* The `error` for a negative errno from the hub (capacity, too_large,
@@ -40,5 +40,8 @@ void router_reply_ack(struct conn *c, const char *id_json, const char *stream, s
 json_t *router_parse(const char *msg, size_t len, json_error_t *err);
 void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
                     const json_error_t *err);
+
+/* The router as a connection's application (struct app_ops). */
+extern const struct app_ops router_app;
 
 #endif

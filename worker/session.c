@@ -8,12 +8,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "conn.h"
 #include "deflate.h"
 #include "framescan.h"
 #include "log.h"
-#include "router.h"
 #include "rtt.h"
 #include "segment.h"
 #include "sendq.h"
@@ -147,8 +147,9 @@ static void session_inflate_and_parse(struct pending_msg *m)
         if (m->inflate_err)
             return;
     }
-    m->root = m->plain ? router_parse(m->plain, m->plain_len, &m->err)
-                       : router_parse(m->data, m->len, &m->err);
+    const struct app_ops *app = m->conn->app;
+    m->root = m->plain ? app->parse(m->plain, m->plain_len, &m->err)
+                       : app->parse(m->data, m->len, &m->err);
 }
 
 static void session_parse_work(uv_work_t *req)
@@ -205,6 +206,14 @@ void session_drop_pending(struct conn *c)
     c->pending_head = c->pending_tail = NULL;
 }
 
+/* A message small enough to parse on the loop, now. */
+static void session_deliver(struct conn *c, const char *msg, size_t len)
+{
+    json_error_t err;
+    json_t *root = c->app->parse(msg, len, &err);
+    c->app->process(c, msg, len, root, &err);
+}
+
 /* Handle the queue in order: a large message first goes to the thread
  * pool and the queue waits for it; when the queue is empty the
  * connection is read again. */
@@ -239,11 +248,11 @@ static void session_pump(struct conn *c)
             return;
         }
         if (m->parsed) {
-            router_process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
-                           m->root, &m->err);
+            c->app->process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
+                            m->root, &m->err);
             m->root = NULL;
         } else {
-            router_handle(c, m->data, m->len);
+            session_deliver(c, m->data, m->len);
         }
         free(m->plain);
         free(m);
@@ -335,7 +344,7 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
             session_pump(c);
         } else {
             c->msg_start_ns = now;
-            router_handle(c, (const char *)msg, len);
+            session_deliver(c, (const char *)msg, len);
         }
         c->in_message = 0;
         free(inflated);
@@ -594,6 +603,23 @@ void session_close_policy(struct conn *c, const char *why)
      * callback, and session_after_io() closes without waiting. */
     wslay_event_queue_close(c->ws, 1008, (const uint8_t *)why, strlen(why));
     wslay_event_shutdown_read(c->ws);
+}
+
+void session_sweep(struct conn *c, uint64_t now_ns, int64_t now_ms)
+{
+    const struct config *cfg = &c->w->cfg;
+    uint64_t idle_ns = (uint64_t)cfg->connection_timeout * 1000000000ull;
+    uint64_t ping_ns = (uint64_t)cfg->heartbeat_interval * 1000000000ull;
+    if (c->grant && auth_grant_expired(c->grant, now_ms)) {
+        /* No fresh token came in time ({"type":"auth"}): the session's
+         * authorisation is over. A policy close. */
+        c->close_detail = "token expired";
+        session_close(c, 1008, "token expired", DISCONNECT_PROTOCOL_ERROR);
+    } else if (now_ns - c->last_rx_ns > idle_ns) {
+        session_close(c, 1001, "timeout", DISCONNECT_TIMEOUT);
+    } else if (now_ns - c->last_ping_ns >= ping_ns) {
+        session_ping(c, now_ns);
+    }
 }
 
 void session_ping(struct conn *c, uint64_t now_ns)

@@ -57,6 +57,11 @@ void session_close_slow_consumer(struct conn *c, const char *why);
  * read nothing more; the connection goes once the close frame is out. */
 void session_close_policy(struct conn *c, const char *why);
 void session_ping(struct conn *c, uint64_t now_ns);
+/* The session's deadlines (conn_handlers.sweep): a token that expired
+ * without a fresh {"type":"auth"} closes 1008, connection_timeout without
+ * a byte closes 1001, else a heartbeat ping is due every
+ * heartbeat_interval. */
+void session_sweep(struct conn *c, uint64_t now_ns, int64_t now_ms);
 
 /* Free the wslay context of a connection that sits between frames with
  * nothing queued (about 8.6 KiB each); the next bytes bring a new one.

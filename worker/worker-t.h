@@ -128,8 +128,56 @@ struct framescan {
     uint64_t msg_len;     /* bytes announced for the current data message */
 };
 
+/* What the layer above the transport does with a connection in its
+ * current phase: the handshake's while the request head is read, the
+ * WebSocket session's from the upgrade on (h2o's habit: the handshake
+ * swaps them). conn calls only these, never a module above it by name.
+ * A NULL entry: nothing to do in that phase. */
+struct conn_handlers {
+    /* Bytes from the client (plaintext, with TLS). */
+    void (*feed)(struct conn *c, const char *data, size_t len);
+    /* CONN_HTTP: no request head within handshake_timeout (TLS is up). */
+    void (*timed_out)(struct conn *c);
+    /* CONN_WS, once per sweep: the phase's own deadlines (token expiry,
+     * idle timeout, heartbeat). */
+    void (*sweep)(struct conn *c, uint64_t now_ns, int64_t now_ms);
+    /* CONN_WS: the client does not read what is queued for it (`why`
+     * names the rule); close it. */
+    void (*slow)(struct conn *c, const char *why);
+    /* CONN_WS: nothing came for a while; give back what the next bytes
+     * can rebuild. */
+    void (*quiet)(struct conn *c);
+    /* conn_close_with: the connection is going; let go of it (no output
+     * can be queued any more). */
+    void (*closing)(struct conn *c);
+    /* The handle is closed: free what the phase holds. */
+    void (*free)(struct conn *c);
+};
+
+/* The application protocol on a WebSocket connection: the router's
+ * (router_app), installed with the session's handlers at upgrade. The
+ * session hands it each complete text message; the hub (cluster mode)
+ * its answers to requests that completed later. */
+struct app_ops {
+    /* Touches nothing but its arguments: large messages are parsed on
+     * libuv's thread pool. */
+    json_t *(*parse)(const char *msg, size_t len, json_error_t *err);
+    /* On the loop, in arrival order; owns root from then on (NULL: not
+     * JSON, err says why). */
+    void (*process)(struct conn *c, const char *msg, size_t len, json_t *root,
+                    const json_error_t *err);
+    /* A request refused with a negative errno (-EAGAIN: unavailable, …);
+     * id_json is its id serialised, or NULL. */
+    void (*reply_errno)(struct conn *c, const char *id_json, int err);
+    /* A publish stored as seq. */
+    void (*reply_ack)(struct conn *c, const char *id_json, const char *stream, size_t len,
+                      uint64_t seq);
+};
+
 struct conn {
     uv_tcp_t tcp;
+    const struct conn_handlers *handlers;
+    const struct app_ops *app;      /* CONN_WS on: set before the first message */
     struct worker *w;
     struct conn *prev, *next;       /* worker's list of all connections */
     struct conn *dirty_next;        /* worker's list of connections to flush */

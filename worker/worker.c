@@ -17,6 +17,7 @@
 #include "log.h"
 #include "rtt.h"
 #include "segment.h"
+#include "handshake.h"
 #include "session.h"
 #include "tlsconn.h"
 #include "wsgate-build.h"
@@ -182,7 +183,7 @@ static void worker_on_connection(uv_stream_t *server, int status)
         log_msg(LOG_WARN, "error", "accept failed: %s", uv_strerror(status));
         return;
     }
-    conn_accept(w);
+    conn_accept(w, &handshake_http_handlers);
 }
 
 static void worker_on_signal(uv_signal_t *h, int signum)

@@ -19,9 +19,11 @@
 #include "config.h"
 #include "conn.h"
 #include "deflate.h"
+#include "handshake.h"
 #include "http.h"
 #include "hub.h"
 #include "log.h"
+#include "router.h"
 #include "segment.h"
 #include "sendq.h"
 #include "session.h"
@@ -102,6 +104,7 @@ struct conn *fuzz_conn_socketpair(struct fuzz_worker *fw, enum conn_state state,
     if (!c)
         abort();
     c->w = w;
+    c->handlers = &handshake_http_handlers;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_tcp_open(&c->tcp, sv[0]) != 0)
@@ -123,6 +126,8 @@ struct conn *fuzz_conn_socketpair(struct fuzz_worker *fw, enum conn_state state,
             abort();
         c->counted = 1;
         c->state = CONN_WS;
+        c->handlers = &handshake_ws_handlers;
+        c->app = &router_app;
         c->upgraded_ns = c->last_rx_ns = c->last_ping_ns = clock_now_ns();
         segment_counter_add(&w->slot->counters.connections_total, 1);
         if (session_start(c) < 0)
@@ -135,7 +140,7 @@ struct conn *fuzz_conn_socketpair(struct fuzz_worker *fw, enum conn_state state,
 static void fuzz_on_connection(uv_stream_t *server, int status)
 {
     if (status == 0)
-        conn_accept(server->data);
+        conn_accept(server->data, &handshake_http_handlers);
 }
 
 int fuzz_worker_connect(struct fuzz_worker *fw)

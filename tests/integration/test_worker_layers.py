@@ -17,12 +17,6 @@ WORKER = os.path.join(ROOT, "worker")
 UPWARD = {
     ("tlsconn", "conn"): "tlsconn is the TLS half of the transport: it hands plaintext to "
                          "conn_deliver and closes through conn_refuse/conn_close_with",
-    ("conn", "handshake"): "conn dispatches the request head to the handshake by name",
-    ("conn", "session"): "conn dispatches frames and its close to session by name; the "
-                         "handshake should install them on the connection at upgrade",
-    ("conn", "hub"): "conn_close_with drops the subscriptions (hub_conn_closed)",
-    ("session", "router"): "session hands each complete message to router by name",
-    ("cluster", "router"): "a cluster publish's ack is sent from cluster (router_reply_*)",
     ("cluster", "hub"): "cluster (the Redis stream backend) builds frames and links "
                         "subscriptions with hub_*; a stream_backend ops table is to replace it",
 }
