@@ -565,3 +565,24 @@ const struct broker_events cluster_broker_events = {
     .reconnected = cluster_on_reconnected,
     .lost = cluster_on_lost,
 };
+
+static void cluster_stream_new(struct worker *w, struct hub_stream *hs)
+{
+    hs->broker = broker_for_stream(w, hs->name, hs->name_len);
+}
+
+/* The seq is not known yet: the broker's answer sends the ack (HUB_PENDING). */
+static int cluster_backend_publish(struct conn *c, struct hub_stream *hs, const char *data,
+                                   size_t dlen, const char *id_json, uint64_t *seq)
+{
+    return cluster_publish(c, hs, data, dlen, id_json);
+}
+
+const struct stream_backend cluster_backend = {
+    .stream_new = cluster_stream_new,
+    .publish = cluster_backend_publish,
+    .subscribe = cluster_subscribe,
+    .unlink_sub = cluster_unlink_sub,
+    .stream_unused = cluster_stream_unused,
+    .conn_closed = cluster_conn_closed,
+};

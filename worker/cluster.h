@@ -33,6 +33,9 @@ void cluster_conn_closed(struct conn *c);
  * position or their replay are freed here; returns 1 when it handled sub. */
 int cluster_unlink_sub(struct worker *w, struct hub_sub *sub);
 
+/* The hub's stream_backend in cluster mode. */
+extern const struct stream_backend cluster_backend;
+
 /* What broker.c tells the streams (broker_init's events). */
 extern const struct broker_events cluster_broker_events;
 

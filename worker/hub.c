@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "broker.h"
-#include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
 #include "log.h"
@@ -50,8 +48,9 @@ static void hub_on_wake(uv_poll_t *p, int status, int events)
     w->hub.scan = 1;
 }
 
-int hub_init(struct worker *w, int wake_fd)
+int hub_init(struct worker *w, int wake_fd, const struct stream_backend *backend)
 {
+    w->hub.backend = backend;
     w->hub.wake_fd = wake_fd;
     atomic_store(&w->slot->wake_pending, 0);
     /* From now on this worker may follow streams: others judge whether it
@@ -109,8 +108,8 @@ struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *
     hs->ref = ref;
     hs->name_len = (uint32_t)len;
     memcpy(hs->name, name, len);
-    if (broker_enabled(w))
-        hs->broker = broker_for_stream(w, name, len);
+    if (w->hub.backend->stream_new)
+        w->hub.backend->stream_new(w, hs);
     uint32_t b = hub_hash(name, len);
     hs->next = w->hub.buckets[b];
     w->hub.buckets[b] = hs;
@@ -344,13 +343,18 @@ void hub_run(struct worker *w)
 int hub_publish(struct conn *c, const char *stream, size_t len, const char *data, size_t dlen,
                 const char *id_json, uint64_t *seq)
 {
-    struct worker *w = c->w;
     int err = 0;
-    struct hub_stream *hs = hub_get(w, stream, len, &err);
+    struct hub_stream *hs = hub_get(c->w, stream, len, &err);
     if (!hs)
         return err;
-    if (broker_enabled(w))
-        return cluster_publish(c, hs, data, dlen, id_json);
+    return c->w->hub.backend->publish(c, hs, data, dlen, id_json, seq);
+}
+
+static int hub_local_publish(struct conn *c, struct hub_stream *hs, const char *data, size_t dlen,
+                             const char *id_json, uint64_t *seq)
+{
+    struct worker *w = c->w;
+    int err = 0;
     struct streamlog_stream *st = hub_lock(w, hs, &err);
     if (!st)
         return err ? err : -ENOSPC;
@@ -439,8 +443,14 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     struct hub_stream *hs = hub_get(w, a->stream, a->stream_len, &err);
     if (!hs)
         return err;
-    if (broker_enabled(w))
-        return cluster_subscribe(c, hs, a);
+    return w->hub.backend->subscribe(c, hs, a);
+}
+
+static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
+                               const struct hub_subscribe_args *a)
+{
+    struct worker *w = c->w;
+    int err = 0;
     struct hub_sub *sub = calloc(1, sizeof(*sub));
     if (!sub)
         return -ENOMEM;
@@ -541,12 +551,13 @@ void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub)
 void hub_unlink(struct worker *w, struct hub_sub *sub)
 {
     struct hub_stream *hs = sub->hs;
-    if (broker_enabled(w) && cluster_unlink_sub(w, sub))
+    const struct stream_backend *be = w->hub.backend;
+    if (be->unlink_sub && be->unlink_sub(w, sub))
         return;
     hub_unlink_stream(hs, sub);
     hs->last_used_ns = clock_now_ns();
-    if (hs->nsubs == 0 && broker_enabled(w))
-        cluster_stream_unused(w, hs);
+    if (hs->nsubs == 0 && be->stream_unused)
+        be->stream_unused(w, hs);
     if (hs->nsubs == 0) {
         struct streamlog_stream *st = streamlog_lock(segment_streams(w->seg), hs->ref);
         if (st) {
@@ -574,8 +585,8 @@ int hub_unsubscribe(struct conn *c, const char *stream, size_t len)
 
 void hub_conn_closed(struct conn *c)
 {
-    if (broker_enabled(c->w))
-        cluster_conn_closed(c);
+    if (c->w->hub.backend->conn_closed)
+        c->w->hub.backend->conn_closed(c);
     struct hub_sub *s = c->subs;
     while (s) {
         struct hub_sub *next = s->conn_next;
@@ -635,3 +646,11 @@ void hub_sweep(struct worker *w, uint64_t now_ns)
         }
     }
 }
+
+/* The shared segment's stream logs: publishing appends under the stream's
+ * lock and fan-out (hub_run) follows the log, so a local stream needs no
+ * other hook. */
+const struct stream_backend hub_local_backend = {
+    .publish = hub_local_publish,
+    .subscribe = hub_local_subscribe,
+};

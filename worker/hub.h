@@ -12,6 +12,9 @@
  * A subscriber receives every message whose seq is above the `seq` of its
  * `subscribed` reply, in order, exactly once; what the log no longer holds
  * is announced with a `gap`, never skipped silently.
+ *
+ * The streams themselves are a stream_backend's: the hub keeps the local
+ * subscriptions and hands publishing and subscribing to it.
  */
 #ifndef WSGATE_HUB_H
 #define WSGATE_HUB_H
@@ -21,7 +24,31 @@
 
 #include "worker-t.h"
 
-int hub_init(struct worker *w, int wake_fd);
+struct hub_subscribe_args;
+
+/* Where the hub's streams live: their sequence, history and the delivery
+ * of what others publish. Two implementations: hub_local_backend (the
+ * shared segment's stream logs, this file) and cluster_backend (Redis,
+ * cluster.h). The hub calls only these; a NULL entry: nothing to do. */
+struct stream_backend {
+    /* A stream enters this worker's table. */
+    void (*stream_new)(struct worker *w, struct hub_stream *hs);
+    /* hub_publish and hub_subscribe for an existing entry (same returns). */
+    int (*publish)(struct conn *c, struct hub_stream *hs, const char *data, size_t dlen,
+                   const char *id_json, uint64_t *seq);
+    int (*subscribe)(struct conn *c, struct hub_stream *hs, const struct hub_subscribe_args *a);
+    /* hub_unlink: returns 1 when it freed sub itself (still pending). */
+    int (*unlink_sub)(struct worker *w, struct hub_sub *sub);
+    /* The stream's last local subscriber left. */
+    void (*stream_unused)(struct worker *w, struct hub_stream *hs);
+    /* The connection is closing, before its subscriptions are dropped. */
+    void (*conn_closed)(struct conn *c);
+};
+
+extern const struct stream_backend hub_local_backend;
+
+/* Start the hub on `backend` (worker.c picks it from the config). */
+int hub_init(struct worker *w, int wake_fd, const struct stream_backend *backend);
 void hub_close(struct worker *w);
 
 /* The subscribe request, validated by the router. */

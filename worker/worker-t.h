@@ -314,6 +314,7 @@ struct hub {
     uint64_t wake_mask;             /* other workers to wake at the next uv_check */
     uint64_t stuck_mask;            /* workers that made no progress for send_timeout */
     uint64_t streams;
+    const struct stream_backend *backend; /* hub.h */
 };
 
 struct worker {

@@ -276,7 +276,7 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
     w->sigusr1.data = w;
     uv_signal_start(&w->sigusr1, worker_on_signal, SIGUSR1);
 
-    r = hub_init(w, w->slot->wake_fd);
+    r = hub_init(w, w->slot->wake_fd, broker_enabled(w) ? &cluster_backend : &hub_local_backend);
     if (r < 0)
         log_msg(LOG_ERROR, "error", "worker %d cannot poll its wake-up eventfd: %s; "
                 "it will only deliver messages published on itself", slot, uv_strerror(r));

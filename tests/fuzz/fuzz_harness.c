@@ -78,7 +78,8 @@ struct fuzz_worker *fuzz_worker_new(void)
     w->slot_index = 0;
     w->slot = segment_worker_slot(seg, 0);
     w->slot->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->slot->wake_fd < 0 || uv_loop_init(&w->loop) != 0 || hub_init(w, w->slot->wake_fd) < 0)
+    if (w->slot->wake_fd < 0 || uv_loop_init(&w->loop) != 0 ||
+        hub_init(w, w->slot->wake_fd, &hub_local_backend) < 0)
         abort();
     fw->w = w;
     fw->listen_fd = -1;
