@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 size_t iptable_bytes(void)
 {
     return sizeof(struct iptable);
@@ -24,12 +26,7 @@ int iptable_init(struct iptable *t)
 
 static uint32_t iptable_hash(const uint8_t ip[16])
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (int i = 0; i < 16; i++) {
-        h ^= ip[i];
-        h *= 16777619u;
-    }
-    return h & (IPTABLE_ENTRIES - 1);
+    return hash_fnv1a(ip, 16) & (IPTABLE_ENTRIES - 1);
 }
 
 /* Index of ip's entry, or of the empty entry where it would go. */

@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "clock.h"
+#include "hash.h"
 
 #define STREAMLOG_ALIGN(n) (((n) + 7u) & ~(uint64_t)7u)
 #define STREAMLOG_CHUNK_MASK ((uint64_t)STREAMLOG_CHUNK - 1)
@@ -193,12 +194,7 @@ int streamlog_name_valid(const char *name, size_t len)
 
 static uint32_t streamlog_name_hash(const char *name, size_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)name[i];
-        h *= 16777619u;
-    }
-    return h;
+    return hash_fnv1a(name, len);
 }
 
 void streamlog_new_epoch(char *epoch)

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "deflate.h"
+#include "hash.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
@@ -28,12 +29,7 @@ struct hub_out {
 
 static uint32_t hub_hash(const char *name, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)name[i];
-        h *= 16777619u;
-    }
-    return h % HUB_BUCKETS;
+    return hash_fnv1a(name, len) % HUB_BUCKETS;
 }
 
 static void hub_on_wake(uv_poll_t *p, int status, int events)

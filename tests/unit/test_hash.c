@@ -1,0 +1,33 @@
+/*
+ * Unit suite for shared/hash.h: FNV-1a's published 32-bit test vectors,
+ * so the segment's hash tables keep the function every process of a build
+ * agrees on.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+
+START_TEST(fnv1a_vectors)
+{
+    ck_assert_uint_eq(hash_fnv1a("", 0), 0x811c9dc5u);
+    ck_assert_uint_eq(hash_fnv1a("a", 1), 0xe40c292cu);
+    ck_assert_uint_eq(hash_fnv1a("foobar", 6), 0xbf9cf968u);
+    const uint8_t high[2] = {0xff, 0x80}; /* bytes above 127 are not sign-extended */
+    ck_assert_uint_eq(hash_fnv1a(high, 2), ((0x811c9dc5u ^ 0xffu) * 16777619u ^ 0x80u) * 16777619u);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("hash");
+    TCase *tc = tcase_create("fnv1a");
+    tcase_add_test(tc, fnv1a_vectors);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
