@@ -216,9 +216,12 @@ static void broker_uv_cleanup(void *d)
 static int broker_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
 {
     struct broker_uv *p = calloc(1, sizeof(*p));
-    if (!p || uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+    if (!p)
+        return -ENOMEM;
+    int r = uv_poll_init(loop, &p->poll, ac->c.fd);
+    if (r != 0) {
         free(p);
-        return -1;
+        return r;
     }
     p->poll.data = p;
     p->ac = ac;
@@ -1262,7 +1265,7 @@ static int broker_read_password(const char *path, char *out, size_t len)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return -1;
+        return -errno;
     size_t n = fread(out, 1, len - 1, f);
     fclose(f);
     out[n] = '\0';

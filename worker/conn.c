@@ -1,6 +1,7 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,9 +105,10 @@ void conn_mark_dirty(struct conn *c)
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns)
 {
     if (c->closed)
-        return -1;
-    if (sendq_append(&c->out, data, len, origin_ns) < 0)
-        return -1;
+        return -ENOTCONN;
+    int r = sendq_append(&c->out, data, len, origin_ns);
+    if (r < 0)
+        return r;
     conn_mark_dirty(c);
     return 0;
 }

@@ -25,7 +25,8 @@ void conn_deliver(struct conn *c, const char *data, size_t len);
 /* The client's side ended (UV_EOF) or failed (a libuv error). */
 void conn_read_failed(struct conn *c, int status);
 
-/* Queue output and make sure it is flushed this loop iteration. */
+/* Queue output and make sure it is flushed this loop iteration. Returns 0,
+ * -ENOTCONN (closed) or -ENOMEM. */
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns);
 void conn_mark_dirty(struct conn *c);
 

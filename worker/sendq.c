@@ -1,5 +1,6 @@
 #include "sendq.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,7 +78,7 @@ int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)
 {
     struct sendq_chunk *c = malloc(sizeof(*c));
     if (!c)
-        return -1;
+        return -ENOMEM;
     c->next = NULL;
     c->frame = f;
     c->origin_ns = origin_ns;
@@ -146,7 +147,7 @@ int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_
 {
     struct sendq_chunk *c = sendq_chunk_new(len, origin_ns);
     if (!c)
-        return -1;
+        return -ENOMEM;
     memcpy(c->data, data, len);
     sendq_push(q, c);
     return 0;

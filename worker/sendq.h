@@ -24,7 +24,8 @@ void sendq_init(struct sendq *q, sendq_write_cb write_cb);
 /* Drop everything (connection closed). */
 void sendq_free(struct sendq *q);
 /* Append a copy of data; origin_ns (0 = none) is the receive time of the
- * message this answers, observed as latency when the bytes leave. */
+ * message this answers, observed as latency when the bytes leave.
+ * Returns 0 or -ENOMEM, like sendq_push_frame. */
 int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_ns);
 /* Append a chunk the caller filled (from sendq_chunk_new). */
 void sendq_push(struct sendq *q, struct sendq_chunk *c);

@@ -270,7 +270,7 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
 {
     struct pending_msg *m = calloc(1, sizeof(*m) + len);
     if (!m)
-        return -1;
+        return -ENOMEM;
     m->conn = c;
     m->compressed = compressed ? 1 : 0;
     m->max = (size_t)c->w->cfg.max_message_size;
@@ -370,7 +370,7 @@ int session_start(struct conn *c)
     if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
         c->ws = NULL;
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
-        return -1;
+        return -ENOMEM;
     }
     if (c->pmd_wbits)
         wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
@@ -530,12 +530,12 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns)
 {
     if (c->state != CONN_WS || c->closed)
-        return -1;
+        return -ENOTCONN;
     uint8_t hdr[WSFRAME_HEADER_MAX];
     size_t hlen = wsframe_put_header(hdr, WSFRAME_TEXT, len);
     struct sendq_chunk *chunk = sendq_chunk_new(hlen + len, origin_ns);
     if (!chunk)
-        return -1;
+        return -ENOMEM;
     memcpy(chunk->data, hdr, hlen);
     memcpy(chunk->data + hlen, text, len);
     /* Text built here answers a request (stream messages are shared frames,

@@ -33,13 +33,14 @@
  * replies) happens on the loop, in order. */
 #define SESSION_BIG_MESSAGE 65536
 
+/* Create the wslay context (the first bytes that need one): 0 or -ENOMEM. */
 int session_start(struct conn *c);
 void session_feed(struct conn *c, const uint8_t *data, size_t len);
 void session_free(struct conn *c);
 
 /* Queue one text message; origin_ns is the receive time of the request it
  * answers (0: none), observed in websocket_request_duration_seconds under
- * c->msg_type. */
+ * c->msg_type. Returns 0, -ENOTCONN (no longer in CONN_WS) or -ENOMEM. */
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns);
 
 /* Send a close frame with `code`, then close the connection once the
