@@ -386,3 +386,35 @@ def test_broker_replies_are_timed_from_their_request_under_its_type(gateway_fact
     while moved("ping") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (moved("subscribe"), moved("publish"), moved("ping")) == (1, 1, 2)
+
+
+def test_pipelined_publishes_of_one_device_keep_their_order(gateway_factory, redis_factory):
+    """A device pipelines its publishes (ECG batches back to back, without
+    waiting for acks): the seqs Redis gives them must follow the order it
+    sent them, also when the worker's Redis pool has grown to several
+    connections. Spread over connections, later publishes overtook earlier
+    ones."""
+    from streamclient import RawPublisher
+    r = redis_factory()
+    gw = gateway_factory(cluster_config(r.url, workers=1))
+    n = 2000
+
+    async def go():
+        pub = await RawPublisher.connect(gw)
+        for stream in ("order/a", "order/b"):
+            texts = ['{"type":"publish","stream":"%s","id":%d,"data":{"k":%d}}' % (stream, k, k)
+                     for k in range(n)]
+            pub.acks.clear()
+            await pub.send_texts(texts)
+            await pub.wait_for(lambda: len(pub.acks) == n, f"{n} acks", timeout=60)
+            seqs = [pub.acks[k] for k in range(n)]
+            overtaken = [k for k in range(1, n) if seqs[k] < seqs[k - 1]]
+            assert not overtaken, (f"{stream}: {len(overtaken)} publishes got a seq below the one "
+                                   f"sent before them, e.g. ids {overtaken[:5]}")
+            assert sorted(seqs) == list(range(1, n + 1))
+        pools = metric(gw.metrics(), "websocket_broker_pool_connections")
+        await pub.close()
+        return pools
+
+    pools = asyncio.run(asyncio.wait_for(go(), 120 * SLOW))
+    assert pools >= 1
