@@ -214,7 +214,9 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
     b = gateway_factory(cluster_config(r.url))
 
     async def go():
-        subs = [(await subscribe(b.ws_url, "patient/4/ecg"))[0] for _ in range(2)]
+        subscribed = [await subscribe(b.ws_url, "patient/4/ecg") for _ in range(2)]
+        subs = [ws for ws, _ in subscribed]
+        old_epoch = subscribed[0][1]["epoch"]
         acked = await publish_many(a.ws_url, "patient/4/ecg", 20)
         for ws in subs:
             assert [m["seq"] for m in await receive(ws, 20)] == acked
@@ -244,13 +246,17 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
                 break
             await asyncio.sleep(0.2)
         assert b.detailed()["status"] == "ok"
-        # A fresh Redis: a new epoch, seq from 1.
+        # A fresh Redis: a new epoch, seq from 1 — announced to the live
+        # subscribers with `reset` before its first message, so that nobody
+        # takes seq 1 for an old position repeated.
         more = await publish_many(a.ws_url, "patient/4/ecg", 10, start=100)
         assert more == list(range(1, 11))
         for ws in subs:
-            got = await receive(ws, 10)
-            assert [m["seq"] for m in got] == more, got
-            assert [m["data"]["k"] for m in got] == list(range(100, 110))
+            got = await receive(ws, 11)
+            assert got[0]["type"] == "reset" and got[0]["stream"] == "patient/4/ecg", got[0]
+            assert len(got[0]["epoch"]) >= 8 and got[0]["epoch"] != old_epoch, (got[0], old_epoch)
+            assert [m["seq"] for m in got[1:]] == more, got
+            assert [m["data"]["k"] for m in got[1:]] == list(range(100, 110))
             await ws.close()
     asyncio.run(go())
 
