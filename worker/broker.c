@@ -18,6 +18,7 @@
 
 #define BROKER_POOL_CAP 32          /* command connections per broker, whatever max_pool_size */
 #define BROKER_BUSY_INFLIGHT 16     /* open another pooled connection beyond this */
+#define BROKER_LANES 256            /* publish lanes: streams hashed onto them (broker_send) */
 #define BROKER_BACKOFF_FIRST_MS 100
 #define BROKER_BACKOFF_MAX_MS 5000
 #define BROKER_PING_NS 1000000000ull /* the pub/sub connection's heartbeat */
@@ -107,6 +108,7 @@ struct broker_req {
     char *announce_key, *channel, *payload_tail; /* payload_tail: "<ts> " */
     const char *data;
     size_t dlen;
+    int lane;  /* publishes: the stream's lane; -1 for other requests */
 };
 
 struct broker {
@@ -117,6 +119,10 @@ struct broker {
     char password[256];
     struct broker_conn *cmd[BROKER_POOL_CAP];
     int ncmd;
+    /* Publishes whose script has not run yet, per lane, and the connection
+     * they went over: a stream's next publish follows them there. */
+    struct broker_conn *lane_conn[BROKER_LANES];
+    unsigned lane_inflight[BROKER_LANES];
     struct broker_conn *sub;
     uv_timer_t reconnect;
     unsigned backoff_ms;
@@ -428,6 +434,14 @@ static void broker_forget_conn(struct broker_conn *bc, int failed)
                 break;
             }
         }
+        /* hiredis has called back every request of this connection by now;
+         * no lane may keep pointing at it. */
+        for (int l = 0; l < BROKER_LANES; l++) {
+            if (br->lane_conn[l] == bc) {
+                br->lane_conn[l] = NULL;
+                br->lane_inflight[l] = 0;
+            }
+        }
     }
     free(bc);
     if (broker_set(br->w)->closing)
@@ -721,6 +735,7 @@ static struct broker_req *broker_req_new(struct worker *w, enum broker_req_kind 
     req->cb = cb;
     req->arg = arg;
     req->parts = 1;
+    req->lane = -1;
     req->sent_ns = clock_now_ns();
     req->deadline_ns = req->sent_ns + (uint64_t)w->cfg.pool_timeout * 1000000000ull;
     struct broker_set *set = broker_set(w);
@@ -734,14 +749,30 @@ static struct broker_req *broker_req_new(struct worker *w, enum broker_req_kind 
 static void broker_on_reply(redisAsyncContext *ac, void *r, void *privdata);
 static void broker_on_wait(redisAsyncContext *ac, void *r, void *privdata);
 
+/* Send over the pool. A publish goes where the previous publishes of its
+ * lane still wait for their script to run: Redis runs one connection's
+ * commands in order, and the script gives the seq, so a device's pipelined
+ * publishes get seqs in the order it sent them. Spread over connections
+ * they could overtake each other. */
 static int broker_send(struct broker *br, struct broker_req *req, int argc, const char **argv,
                        const size_t *lens)
 {
-    struct broker_conn *bc = broker_pick(br);
+    struct broker_conn *bc = NULL;
+    if (req->lane >= 0 && br->lane_inflight[req->lane] > 0 && br->lane_conn[req->lane] &&
+        br->lane_conn[req->lane]->connected)
+        bc = br->lane_conn[req->lane];
+    if (!bc)
+        bc = broker_pick(br);
     if (!bc || redisAsyncCommandArgv(bc->ac, broker_on_reply, req, argc, argv, lens) != REDIS_OK)
         return -EAGAIN;
     req->bc = bc;
     bc->inflight++;
+    if (req->lane >= 0) {
+        if (br->lane_conn[req->lane] != bc)
+            br->lane_inflight[req->lane] = 0;
+        br->lane_conn[req->lane] = bc;
+        br->lane_inflight[req->lane]++;
+    }
     if (req->wait_n) {
         /* Same connection, right behind the script: WAIT covers exactly
          * the writes this connection made so far, this message included
@@ -868,6 +899,8 @@ static void broker_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *reply = r;
     if (bc->inflight && req->parts == 1)
         bc->inflight--;
+    if (req->lane >= 0 && br->lane_conn[req->lane] == bc && br->lane_inflight[req->lane])
+        br->lane_inflight[req->lane]--;
     bc->idle_since_ns = clock_now_ns();
     if (!reply) {
         /* The connection is going away: hiredis flushes its callbacks. */
@@ -993,6 +1026,16 @@ int broker_sub_is_up(const struct worker *w, int b)
     return atomic_load(&w->slot->broker[b].sub_up) != 0;
 }
 
+static uint32_t broker_lane_hash(const char *stream, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)stream[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
 void broker_publish(struct worker *w, int b, const char *stream, size_t len, const char *data,
                     size_t dlen, int64_t ts_ms, broker_publish_cb cb, void *arg)
 {
@@ -1034,6 +1077,7 @@ void broker_publish(struct worker *w, int b, const char *stream, size_t len, con
         broker_request_nomem(w, BROKER_REQ_PUBLISH, (void *)cb, arg);
         return;
     }
+    req->lane = (int)(broker_lane_hash(stream, len) % BROKER_LANES);
     const char *argv[] = {"EVALSHA", set->sha, "4", seqk, epochk, logk, ackedk, ts, data,
                           maxlen, epoch, channel, wait_n ? "0" : "1"};
     size_t lens[] = {7,          strlen(set->sha), 1,           strlen(seqk),  strlen(epochk),

@@ -291,8 +291,25 @@ static void cluster_on_message(struct worker *w, const char *stream, size_t len,
                 hs->name);
         snprintf(hs->epoch, sizeof(hs->epoch), "%s", epoch);
         hs->delivered_seq = 0;
-        for (struct hub_sub *s = hs->subs; s; s = s->stream_next)
+        /* Tell every subscriber before the new epoch's seq 1 arrives: a
+         * client must not take seq 1 for an old position repeated. */
+        struct sendq_frame *reset = hub_reset_frame(hs, epoch);
+        for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
             s->from_seq = 0;
+            if (!reset)
+                continue;
+            if (s->replaying) {
+                cluster_queue(s, reset, 0);
+            } else if (cluster_sub_live(s)) {
+                sendq_push_frame(&s->conn->out, reset, 0);
+                conn_mark_dirty(s->conn);
+            }
+        }
+        if (reset)
+            sendq_frame_unref(reset);
+        else
+            log_msg(LOG_ERROR, "error", "out of memory announcing the new epoch of stream %s; "
+                    "its subscribers see seq 1 again", hs->name);
         cluster_free_held(hs);
     }
     if (hs->filling) {
