@@ -115,11 +115,16 @@ void cluster_conn_closed(struct conn *c)
 
 /* ---- delivery ----------------------------------------------------------- */
 
+/* A frame for a subscriber whose replay is on its way; out of memory, the
+ * subscriber is closed 1011 rather than miss it (hub_sub_lost). */
 static void cluster_queue(struct hub_sub *s, struct sendq_frame *f, uint64_t origin_ns)
 {
     struct hub_frameq *q = malloc(sizeof(*q));
-    if (!q)
+    if (!q) {
+        if (s->conn)
+            hub_sub_lost(s->conn, s->hs);
         return;
+    }
     q->next = NULL;
     q->frame = f;
     q->origin_ns = origin_ns;
@@ -136,28 +141,34 @@ static int cluster_sub_live(const struct hub_sub *s)
     return s->conn && !s->conn->closed && s->conn->state == CONN_WS;
 }
 
+/* Queue a frame to a live subscriber, or close it 1011 (hub_sub_lost). */
+static void cluster_push(struct hub_sub *s, struct sendq_frame *f, uint64_t origin_ns)
+{
+    if (sendq_push_frame(&s->conn->out, deflate_frame_for(s->conn, f), origin_ns) < 0)
+        hub_sub_lost(s->conn, s->hs);
+    conn_mark_dirty(s->conn);
+}
+
 static void cluster_deliver(struct hub_stream *hs, uint64_t seq, int64_t ts_ms, const char *data,
                             size_t len)
 {
     struct sendq_frame *f = hub_frame_raw(hs, seq, ts_ms, data, len);
     hs->delivered_seq = seq;
-    if (!f) {
-        log_msg(LOG_ERROR, "error", "out of memory delivering stream %s seq %llu", hs->name,
-                (unsigned long long)seq);
-        return;
-    }
     uint64_t origin = cluster_origin_ns(ts_ms);
     for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
         if (seq <= s->from_seq)
             continue;
-        if (s->replaying) {
+        if (!f) {
+            if (s->conn)
+                hub_sub_lost(s->conn, hs); /* out of memory for the frame itself */
+        } else if (s->replaying) {
             cluster_queue(s, f, origin);
         } else if (cluster_sub_live(s)) {
-            sendq_push_frame(&s->conn->out, deflate_frame_for(s->conn, f), origin);
-            conn_mark_dirty(s->conn);
+            cluster_push(s, f, origin);
         }
     }
-    sendq_frame_unref(f);
+    if (f)
+        sendq_frame_unref(f);
 }
 
 /* Messages from..to are not held by the broker any more: say so. */
@@ -172,6 +183,8 @@ static void cluster_gap(struct hub_stream *hs, uint64_t from, uint64_t to)
             if (fr) {
                 cluster_queue(s, fr, 0);
                 sendq_frame_unref(fr);
+            } else if (s->conn) {
+                hub_sub_lost(s->conn, hs);
             }
         } else if (cluster_sub_live(s)) {
             hub_send_gap(s->conn, hs, f, to);
@@ -296,12 +309,14 @@ static void cluster_on_message(struct worker *w, const char *stream, size_t len,
         struct sendq_frame *reset = hub_reset_frame(hs, epoch);
         for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
             s->from_seq = 0;
-            if (!reset)
-                continue;
-            if (s->replaying) {
+            if (!reset) {
+                if (s->conn)
+                    hub_sub_lost(s->conn, hs);
+            } else if (s->replaying) {
                 cluster_queue(s, reset, 0);
             } else if (cluster_sub_live(s)) {
-                sendq_push_frame(&s->conn->out, reset, 0);
+                if (sendq_push_frame(&s->conn->out, reset, 0) < 0)
+                    hub_sub_lost(s->conn, hs);
                 conn_mark_dirty(s->conn);
             }
         }
@@ -309,7 +324,7 @@ static void cluster_on_message(struct worker *w, const char *stream, size_t len,
             sendq_frame_unref(reset);
         else
             log_msg(LOG_ERROR, "error", "out of memory announcing the new epoch of stream %s; "
-                    "its subscribers see seq 1 again", hs->name);
+                    "its subscribers are closed 1011 and resubscribe", hs->name);
         cluster_free_held(hs);
     }
     if (hs->filling) {
@@ -363,17 +378,22 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
     cluster_reply_end(c, saved);
     if (gap_to)
         hub_send_gap(c, hs, after + 1, gap_to);
-    for (size_t i = 0; !err && i < n; i++) {
+    /* Nothing may follow our close frame: a subscriber closed while its
+     * replay was on its way (timeout, slow consumer, out of memory) gets
+     * no more of it. */
+    for (size_t i = 0; !err && i < n && cluster_sub_live(s); i++) {
         if (e[i].seq <= after || e[i].seq > last)
             continue;
         struct sendq_frame *f = hub_frame_raw(hs, e[i].seq, e[i].ts_ms, e[i].data, e[i].len);
-        if (f) {
-            sendq_push_frame(&c->out, deflate_frame_for(c, f), 0);
-            sendq_frame_unref(f);
+        if (!f) {
+            hub_sub_lost(c, hs);
+            break;
         }
+        cluster_push(s, f, 0);
+        sendq_frame_unref(f);
     }
-    for (struct hub_frameq *q = s->queued; q; q = q->next)
-        sendq_push_frame(&c->out, deflate_frame_for(c, q->frame), q->origin_ns);
+    for (struct hub_frameq *q = s->queued; q && cluster_sub_live(s); q = q->next)
+        cluster_push(s, q->frame, q->origin_ns);
     hub_free_queue(s);
     s->replaying = 0;
     free(s->id_json);

@@ -265,6 +265,18 @@ struct sendq_frame *hub_reset_frame(const struct hub_stream *hs, const char *epo
     return hub_text_frame(msg, (size_t)n);
 }
 
+void hub_sub_lost(struct conn *c, const struct hub_stream *hs)
+{
+    if (c->closed || c->state != CONN_WS)
+        return;
+    struct log_line l;
+    conn_log_begin(&l, c, LOG_ERROR, "error");
+    log_str(&l, "message", "out of memory queueing a stream message for this subscriber; "
+                           "closing 1011, it should reconnect and resume with since");
+    log_end(&l);
+    session_close(c, 1011, "out of memory", DISCONNECT_ERROR);
+}
+
 /* Fan out everything new on one stream to this worker's subscribers,
  * then move this worker's cursor past it so the log can let it go. What
  * the log dropped before we read it (our cursor was released while this
@@ -314,8 +326,11 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
         if (gap_to && s->from_seq < gap_to)
             hub_send_gap(c, hs, from > s->from_seq + 1 ? from : s->from_seq + 1, gap_to);
         for (long i = 0; i < n; i++) {
-            if (out[i].seq > s->from_seq)
-                sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), out[i].origin_ns);
+            if (out[i].seq > s->from_seq &&
+                sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), out[i].origin_ns) < 0) {
+                hub_sub_lost(c, hs);
+                break;
+            }
         }
         conn_mark_dirty(c);
     }
@@ -518,10 +533,14 @@ static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
     hub_send_subscribed(c, hs, epoch, last, a->has_since, recovered, a->id_json);
     if (gap_to)
         hub_send_gap(c, hs, after + 1, gap_to);
+    int lost = 0;
     for (long i = 0; i < n; i++) {
-        sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), 0);
+        if (!lost && sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), 0) < 0)
+            lost = 1;
         sendq_frame_unref(out[i].frame);
     }
+    if (lost)
+        hub_sub_lost(c, hs);
     free(out);
     conn_mark_dirty(c);
     return 0;

@@ -11,7 +11,9 @@
  *
  * A subscriber receives every message whose seq is above the `seq` of its
  * `subscribed` reply, in order, exactly once; what the log no longer holds
- * is announced with a `gap`, never skipped silently.
+ * is announced with a `gap`, never skipped silently, and a subscriber that
+ * cannot be given a message for want of memory is closed 1011
+ * (hub_sub_lost), to resume with since.
  *
  * The streams themselves are a stream_backend's: the hub keeps the local
  * subscriptions and hands publishing and subscribing to it.
@@ -90,6 +92,10 @@ struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int
 /* A gap message: its longest form (128-character name, two 20-digit seqs). */
 #define HUB_GAP_MAX (STREAMLOG_NAME_MAX + 96)
 void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to);
+/* A subscriber that cannot be given a message it must get (out of
+ * memory): closed 1011 after what it already has, so it resumes with
+ * since instead of missing the message unaware. */
+void hub_sub_lost(struct conn *c, const struct hub_stream *hs);
 /* The same message as a shared frame, for queues that hold frames. */
 struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to);
 /* `reset`: the stream's sequence restarted in a new epoch (cluster mode,
