@@ -298,6 +298,15 @@ void conn_resume_reading(struct conn *c)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
+static const struct tlsconn_ops conn_tls_ops = {
+    .deliver = conn_deliver,
+    .read_failed = conn_read_failed,
+    .refuse = conn_refuse,
+    .close = conn_close_with,
+    .mark_dirty = conn_mark_dirty,
+    .log_begin = conn_log_begin,
+};
+
 void conn_accept(struct worker *w, const struct conn_handlers *handlers)
 {
     struct conn *c = calloc(1, sizeof(*c));
@@ -327,7 +336,7 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
         return;
     }
     http_request_init(c->req);
-    if (w->tls_ctx && tlsconn_start(c) < 0) {
+    if (w->tls_ctx && tlsconn_start(c, &conn_tls_ops) < 0) {
         log_msg(LOG_ERROR, "error", "out of memory starting TLS on a connection; closing it");
         conn_refuse(c, CONN_ERROR_TLS);
         conn_close_with(c, DISCONNECT_ERROR, 0);

@@ -1,11 +1,11 @@
 #include "tlsconn.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
@@ -18,11 +18,12 @@
  * in each) is replaced by an empty one. */
 #define TLSCONN_BIO_KEEP 1024
 
-int tlsconn_start(struct conn *c)
+int tlsconn_start(struct conn *c, const struct tlsconn_ops *ops)
 {
     struct tlsconn *t = calloc(1, sizeof(*t));
     if (!t)
-        return -1;
+        return -ENOMEM;
+    t->ops = ops;
     t->ssl = SSL_new(c->w->tls_ctx);
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
@@ -32,7 +33,7 @@ int tlsconn_start(struct conn *c)
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
-        return -1;
+        return -ENOMEM;
     }
     /* An empty memory BIO means "no more bytes yet", not end of stream. */
     BIO_set_mem_eof_return(t->rbio, -1);
@@ -57,7 +58,7 @@ void tlsconn_free(struct conn *c)
 static void tlsconn_log_error(struct conn *c, const char *tls_error, const char *message)
 {
     struct log_line l;
-    conn_log_begin(&l, c, LOG_WARN, "error");
+    c->tls->ops->log_begin(&l, c, LOG_WARN, "error");
     log_str(&l, "error_type", "tls");
     if (tls_error)
         log_str(&l, "tls_error", tls_error);
@@ -71,7 +72,7 @@ static void tlsconn_fail(struct conn *c, const char *tls_error, const char *mess
 {
     c->tls->failed = 1;
     tlsconn_log_error(c, tls_error, message);
-    conn_refuse(c, CONN_ERROR_TLS);
+    c->tls->ops->refuse(c, CONN_ERROR_TLS);
 }
 
 /* What an OpenSSL handshake reason means for whoever reads the log. */
@@ -102,7 +103,7 @@ static void tlsconn_log_established(struct conn *c)
     snprintf(proto, sizeof(proto), "%.*s", (int)alpn_len, alpn ? (const char *)alpn : "");
     const char *sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
     struct log_line l;
-    conn_log_begin(&l, c, LOG_DEBUG, "tls");
+    c->tls->ops->log_begin(&l, c, LOG_DEBUG, "tls");
     log_str(&l, "version", SSL_get_version(t->ssl));
     log_str(&l, "cipher", SSL_get_cipher_name(t->ssl));
     log_str(&l, "alpn", proto);
@@ -124,15 +125,15 @@ static void tlsconn_session_failed(struct conn *c)
     c->tls->failed = 1;
     if (c->state == CONN_HTTP) {
         tlsconn_log_error(c, why, "TLS error before the HTTP request was complete; closing");
-        conn_refuse(c, CONN_ERROR_TLS);
+        c->tls->ops->refuse(c, CONN_ERROR_TLS);
         return;
     }
     struct log_line l;
-    conn_log_begin(&l, c, LOG_WARN, "error");
+    c->tls->ops->log_begin(&l, c, LOG_WARN, "error");
     log_str(&l, "tls_error", why);
     log_str(&l, "message", "TLS error on an open session; closing, the client will reconnect");
     log_end(&l);
-    conn_close_with(c, c->state == CONN_CLOSING ? c->reason : DISCONNECT_ERROR, 1006);
+    c->tls->ops->close(c, c->state == CONN_CLOSING ? c->reason : DISCONNECT_ERROR, 1006);
 }
 
 /* Decrypt everything the read BIO holds, a buffer at a time. */
@@ -156,7 +157,7 @@ static void tlsconn_read_plaintext(struct conn *c)
             break;
         }
         if (filled) {
-            conn_deliver(c, buf, filled);
+            c->tls->ops->deliver(c, buf, filled);
             if (tlsconn_reading_done(c))
                 return;
         }
@@ -168,7 +169,7 @@ static void tlsconn_read_plaintext(struct conn *c)
         case SSL_ERROR_ZERO_RETURN:
             /* close_notify: the client is leaving, as with a TCP EOF. */
             ERR_clear_error();
-            conn_read_failed(c, UV_EOF);
+            c->tls->ops->read_failed(c, UV_EOF);
             return;
         default:
             tlsconn_session_failed(c);
@@ -188,9 +189,9 @@ void tlsconn_feed(struct conn *c, const char *data, size_t len)
         ERR_clear_error();
         log_msg(LOG_ERROR, "error", "out of memory buffering TLS input; closing a connection");
         if (c->state == CONN_HTTP)
-            conn_refuse(c, CONN_ERROR_TLS);
+            c->tls->ops->refuse(c, CONN_ERROR_TLS);
         else
-            conn_close_with(c, DISCONNECT_ERROR, 1006);
+            c->tls->ops->close(c, DISCONNECT_ERROR, 1006);
         return;
     }
     if (!t->established) {
@@ -199,7 +200,7 @@ void tlsconn_feed(struct conn *c, const char *data, size_t len)
             int e = SSL_get_error(t->ssl, r);
             if (e == SSL_ERROR_WANT_READ) {
                 if (BIO_ctrl_pending(t->wbio))
-                    conn_mark_dirty(c); /* our flight (ServerHello …) */
+                    c->tls->ops->mark_dirty(c); /* our flight (ServerHello …) */
                 return;
             }
             char why[160];
@@ -214,7 +215,7 @@ void tlsconn_feed(struct conn *c, const char *data, size_t len)
     /* Reading can produce output too (the handshake's last flight, alerts,
      * key updates). */
     if (!c->closed && BIO_ctrl_pending(t->wbio))
-        conn_mark_dirty(c);
+        c->tls->ops->mark_dirty(c);
 }
 
 void tlsconn_read_failed(struct conn *c, int status)
@@ -222,15 +223,15 @@ void tlsconn_read_failed(struct conn *c, int status)
     struct tlsconn *t = c->tls;
     if (!t->got_bytes) {
         /* Nothing sent at all: a port probe, handled as on a plain port. */
-        conn_read_failed(c, status);
+        c->tls->ops->read_failed(c, status);
         return;
     }
     tlsconn_log_error(c, status == UV_EOF ? NULL : uv_strerror(status),
                       "client closed the connection during the TLS handshake (it may not "
                       "trust the certificate)");
     t->failed = 1;
-    conn_refuse(c, CONN_ERROR_TLS);
-    conn_close_with(c, DISCONNECT_ERROR, 0);
+    c->tls->ops->refuse(c, CONN_ERROR_TLS);
+    c->tls->ops->close(c, DISCONNECT_ERROR, 0);
 }
 
 void tlsconn_timed_out(struct conn *c)

@@ -5,7 +5,9 @@
  *
  * In: ciphertext read from the socket is written to the read BIO; the
  * handshake runs as bytes arrive; once it is complete, SSL_read's plaintext
- * goes to conn_deliver() exactly as a plain connection's bytes would.
+ * goes to the connection (its tlsconn_ops' deliver, conn_deliver) exactly
+ * as a plain connection's bytes would. tlsconn knows the connection only
+ * through those ops and its send queue's write callback.
  *
  * Out: the send queue holds plaintext as on a plain connection. A flush
  * (still once per loop iteration, from the worker's uv_check) encrypts a
@@ -33,11 +35,26 @@
 
 #include <stddef.h>
 
+#include "log-t.h"
 #include "tls-t.h"
 #include "worker-t.h"
 
-/* Attach TLS to an accepted connection (w->tls_ctx is set). */
-int tlsconn_start(struct conn *c);
+/* What tlsconn asks of the connection it serves (conn.c's): plaintext
+ * read, the end of the client's side after the handshake, a refusal or a
+ * close, output to flush, the connection's log line. */
+struct tlsconn_ops {
+    void (*deliver)(struct conn *c, const char *data, size_t len);
+    void (*read_failed)(struct conn *c, int status);
+    void (*refuse)(struct conn *c, enum segment_connection_error type);
+    void (*close)(struct conn *c, enum segment_disconnect_reason reason, int code);
+    void (*mark_dirty)(struct conn *c);
+    void (*log_begin)(struct log_line *l, const struct conn *c, enum log_level level,
+                      const char *event);
+};
+
+/* Attach TLS to an accepted connection (w->tls_ctx is set), serving it
+ * through `ops`; 0 or -ENOMEM. */
+int tlsconn_start(struct conn *c, const struct tlsconn_ops *ops);
 /* Free the connection's TLS state (from the close callback). */
 void tlsconn_free(struct conn *c);
 

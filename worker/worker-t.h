@@ -68,7 +68,10 @@ struct sendq {
 };
 
 /* TLS state of one connection (see tlsconn.h); NULL on a plain port. */
+struct tlsconn_ops;
+
 struct tlsconn {
+    const struct tlsconn_ops *ops; /* the connection's (tlsconn.h) */
     SSL *ssl;
     BIO *rbio;              /* ciphertext from the socket, owned by ssl */
     BIO *wbio;              /* ciphertext for the socket, owned by ssl */
