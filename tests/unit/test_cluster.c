@@ -9,7 +9,8 @@
  * replaying one's queue; out of memory for a replaying subscriber's queue
  * closes it 1011 instead of dropping the message unannounced (hub.h's
  * promise); a replay that completes after its subscriber was closed sends
- * nothing after the close frame.
+ * nothing after the close frame; a gap queued during a replay with a
+ * 128-character stream name is one well-formed frame (16-bit length).
  */
 #include <stdlib.h>
 
@@ -186,6 +187,31 @@ START_TEST(a_replay_ends_with_what_was_queued_meanwhile)
 }
 END_TEST
 
+/* The bug of 0.2.0's first cluster builds: a gap queued for a replaying
+ * subscriber had its length written into one byte; a 128-character
+ * stream name takes the text past 125 bytes. */
+START_TEST(a_long_named_gap_queued_during_replay_is_one_whole_frame)
+{
+    hs->name_len = STREAMLOG_NAME_MAX;
+    memset(hs->name, 'n', STREAMLOG_NAME_MAX);
+    hs->name[STREAMLOG_NAME_MAX] = '\0';
+    struct conn *b = new_conn();
+    struct hub_sub *sb = new_sub(b, 2, 1);
+    sb->has_since = 1;
+    sb->since = 2;
+    hs->refs = 1;
+    cluster_gap(hs, 3, 18446744073709551000ull);
+    cluster_on_replay(sb, 0, NULL, 0);
+    char f[8][256];
+    ck_assert_int_eq(frames(b, f, 8), 2);
+    ck_assert_msg(strncmp(f[1], "1:{\"type\":\"gap\"", 15) == 0, "%s", f[1]);
+    ck_assert_msg(strstr(f[1], "\"to\":18446744073709551000}") != NULL, "%s", f[1]);
+    const uint8_t *h = (const uint8_t *)sendq_chunk_bytes(b->out.tail);
+    ck_assert_int_eq(h[1], 126); /* 16-bit length, no mask bit */
+    ck_assert_uint_gt((size_t)h[2] << 8 | h[3], 125);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -194,6 +220,7 @@ int main(void)
     tcase_add_test(tc, live_and_replaying_subscribers);
     tcase_add_test(tc, no_memory_for_a_replaying_queue_closes_1011);
     tcase_add_test(tc, a_replay_ends_with_what_was_queued_meanwhile);
+    tcase_add_test(tc, a_long_named_gap_queued_during_replay_is_one_whole_frame);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
