@@ -155,12 +155,44 @@ enum segment_broker_error {
     BROKER_ERROR_TYPE_COUNT
 };
 
+/* The counters' fields, written once: struct segment_counters holds them
+ * as atomics (each worker adds to its own slot's), struct segment_totals as
+ * plain sums for rendering. Every field is a T, so a worker's retirement
+ * and the totals walk them as one array of 64-bit words (segment.c). */
+#define SEGMENT_BROKER_COUNTER_FIELDS(T)                                          \
+    T errors[BROKER_ERROR_TYPE_COUNT];                                            \
+    T latency_bucket[SEGMENT_LATENCY_BUCKETS];                                    \
+    T latency_sum_ns;                                                             \
+    T latency_count;
+
+#define SEGMENT_COUNTER_FIELDS(T, BROKER)                                         \
+    T connections_total;                                                          \
+    T disconnections[DISCONNECT_REASON_COUNT];                                    \
+    T connection_errors[CONN_ERROR_TYPE_COUNT];                                   \
+    T messages_refused[REFUSED_CODE_COUNT];                                       \
+    T messages_received;                                                          \
+    T messages_sent;                                                              \
+    T bytes_received;                                                             \
+    T bytes_sent;                                                                 \
+    /* permessage-deflate payload bytes [direction][stage], see                   \
+     * segment_compression_*. */                                                  \
+    T compression_bytes[2][2];                                                    \
+    /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */       \
+    T latency_bucket[SEGMENT_LATENCY_BUCKETS];                                    \
+    T latency_sum_ns;                                                             \
+    T latency_count;                                                              \
+    /* websocket_request_duration_seconds{type}: request received → reply         \
+     * handed to the kernel (same bucket scheme as latency). */                   \
+    T request_bucket[REQUEST_TYPE_COUNT][SEGMENT_LATENCY_BUCKETS];                \
+    T request_sum_ns[REQUEST_TYPE_COUNT];                                         \
+    /* websocket_client_rtt_seconds: heartbeat ping queued → its pong read. */    \
+    T rtt_bucket[SEGMENT_LATENCY_BUCKETS];                                        \
+    T rtt_sum_ns;                                                                 \
+    BROKER broker[CONFIG_BROKERS_MAX];
+
 /* Counters of one broker (Redis URL), per worker. */
 struct segment_broker_counters {
-    _Atomic uint64_t errors[BROKER_ERROR_TYPE_COUNT];
-    _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
-    _Atomic uint64_t latency_sum_ns;
-    _Atomic uint64_t latency_count;
+    SEGMENT_BROKER_COUNTER_FIELDS(_Atomic uint64_t)
 };
 
 /* Gauges of one broker, per worker. */
@@ -172,28 +204,7 @@ struct segment_broker_state {
 };
 
 struct segment_counters {
-    _Atomic uint64_t connections_total;
-    _Atomic uint64_t disconnections[DISCONNECT_REASON_COUNT];
-    _Atomic uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
-    _Atomic uint64_t messages_refused[REFUSED_CODE_COUNT];
-    _Atomic uint64_t messages_received;
-    _Atomic uint64_t messages_sent;
-    _Atomic uint64_t bytes_received;
-    _Atomic uint64_t bytes_sent;
-    /* permessage-deflate payload bytes [direction][stage], see segment_compression_*. */
-    _Atomic uint64_t compression_bytes[2][2];
-    /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */
-    _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
-    _Atomic uint64_t latency_sum_ns;
-    _Atomic uint64_t latency_count;
-    /* websocket_request_duration_seconds{type}: request received → reply
-     * handed to the kernel (same bucket scheme as latency). */
-    _Atomic uint64_t request_bucket[REQUEST_TYPE_COUNT][SEGMENT_LATENCY_BUCKETS];
-    _Atomic uint64_t request_sum_ns[REQUEST_TYPE_COUNT];
-    /* websocket_client_rtt_seconds: heartbeat ping queued → its pong read. */
-    _Atomic uint64_t rtt_bucket[SEGMENT_LATENCY_BUCKETS];
-    _Atomic uint64_t rtt_sum_ns;
-    struct segment_broker_counters broker[CONFIG_BROKERS_MAX];
+    SEGMENT_COUNTER_FIELDS(_Atomic uint64_t, struct segment_broker_counters)
 };
 
 struct segment_worker {
@@ -253,29 +264,19 @@ struct segment {
 };
 
 /* A plain (non-atomic) copy of counters, summed across slots, for rendering. */
-struct segment_totals {
-    uint64_t connections_total;
-    uint64_t disconnections[DISCONNECT_REASON_COUNT];
-    uint64_t connection_errors[CONN_ERROR_TYPE_COUNT];
-    uint64_t messages_refused[REFUSED_CODE_COUNT];
-    uint64_t messages_received;
-    uint64_t messages_sent;
-    uint64_t bytes_received;
-    uint64_t bytes_sent;
-    uint64_t compression_bytes[2][2];
-    uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
-    uint64_t latency_sum_ns;
-    uint64_t latency_count;
-    uint64_t request_bucket[REQUEST_TYPE_COUNT][SEGMENT_LATENCY_BUCKETS];
-    uint64_t request_sum_ns[REQUEST_TYPE_COUNT];
-    uint64_t rtt_bucket[SEGMENT_LATENCY_BUCKETS];
-    uint64_t rtt_sum_ns;
-    struct {
-        uint64_t errors[BROKER_ERROR_TYPE_COUNT];
-        uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
-        uint64_t latency_sum_ns;
-        uint64_t latency_count;
-    } broker[CONFIG_BROKERS_MAX];
+struct segment_broker_totals {
+    SEGMENT_BROKER_COUNTER_FIELDS(uint64_t)
 };
+
+struct segment_totals {
+    SEGMENT_COUNTER_FIELDS(uint64_t, struct segment_broker_totals)
+};
+
+/* Both are SEGMENT_COUNTER_WORDS 64-bit words and nothing else. */
+#define SEGMENT_COUNTER_WORDS (sizeof(struct segment_counters) / sizeof(uint64_t))
+_Static_assert(sizeof(struct segment_counters) == sizeof(struct segment_totals) &&
+                   sizeof(struct segment_counters) % sizeof(uint64_t) == 0 &&
+                   sizeof(_Atomic uint64_t) == sizeof(uint64_t),
+               "segment counters must be 64-bit words only");
 
 #endif

@@ -369,39 +369,11 @@ void segment_fold_worker(struct segment *seg, int slot)
         atomic_fetch_add_explicit(&c->disconnections[DISCONNECT_WORKER_EXIT], (uint64_t)open,
                                   memory_order_relaxed);
     }
-    segment_fold_counter(&r->connections_total, &c->connections_total);
-    for (int i = 0; i < DISCONNECT_REASON_COUNT; i++)
-        segment_fold_counter(&r->disconnections[i], &c->disconnections[i]);
-    for (int i = 0; i < CONN_ERROR_TYPE_COUNT; i++)
-        segment_fold_counter(&r->connection_errors[i], &c->connection_errors[i]);
-    for (int i = 0; i < REFUSED_CODE_COUNT; i++)
-        segment_fold_counter(&r->messages_refused[i], &c->messages_refused[i]);
-    segment_fold_counter(&r->messages_received, &c->messages_received);
-    segment_fold_counter(&r->messages_sent, &c->messages_sent);
-    segment_fold_counter(&r->bytes_received, &c->bytes_received);
-    segment_fold_counter(&r->bytes_sent, &c->bytes_sent);
-    for (int d = 0; d < 2; d++)
-        for (int st = 0; st < 2; st++)
-            segment_fold_counter(&r->compression_bytes[d][st], &c->compression_bytes[d][st]);
-    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-        segment_fold_counter(&r->latency_bucket[i], &c->latency_bucket[i]);
-    segment_fold_counter(&r->latency_sum_ns, &c->latency_sum_ns);
-    segment_fold_counter(&r->latency_count, &c->latency_count);
-    for (int t = 0; t < REQUEST_TYPE_COUNT; t++) {
-        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-            segment_fold_counter(&r->request_bucket[t][i], &c->request_bucket[t][i]);
-        segment_fold_counter(&r->request_sum_ns[t], &c->request_sum_ns[t]);
-    }
-    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-        segment_fold_counter(&r->rtt_bucket[i], &c->rtt_bucket[i]);
-    segment_fold_counter(&r->rtt_sum_ns, &c->rtt_sum_ns);
+    /* Every counter word moves to the retired block (SEGMENT_COUNTER_FIELDS). */
+    _Atomic uint64_t *rw = (_Atomic uint64_t *)r, *cw = (_Atomic uint64_t *)c;
+    for (size_t i = 0; i < SEGMENT_COUNTER_WORDS; i++)
+        segment_fold_counter(&rw[i], &cw[i]);
     for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
-        for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
-            segment_fold_counter(&r->broker[b].errors[i], &c->broker[b].errors[i]);
-        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-            segment_fold_counter(&r->broker[b].latency_bucket[i], &c->broker[b].latency_bucket[i]);
-        segment_fold_counter(&r->broker[b].latency_sum_ns, &c->broker[b].latency_sum_ns);
-        segment_fold_counter(&r->broker[b].latency_count, &c->broker[b].latency_count);
         atomic_store(&w->broker[b].up, 0);
         atomic_store(&w->broker[b].sub_up, 0);
         atomic_store(&w->broker[b].pool_in_use, 0);
@@ -420,42 +392,10 @@ void segment_fold_worker(struct segment *seg, int slot)
 
 static void segment_add_counters(struct segment_totals *t, const struct segment_counters *c)
 {
-#define SEGMENT_LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-    t->connections_total += SEGMENT_LOAD(c->connections_total);
-    for (int i = 0; i < DISCONNECT_REASON_COUNT; i++)
-        t->disconnections[i] += SEGMENT_LOAD(c->disconnections[i]);
-    for (int i = 0; i < CONN_ERROR_TYPE_COUNT; i++)
-        t->connection_errors[i] += SEGMENT_LOAD(c->connection_errors[i]);
-    for (int i = 0; i < REFUSED_CODE_COUNT; i++)
-        t->messages_refused[i] += SEGMENT_LOAD(c->messages_refused[i]);
-    t->messages_received += SEGMENT_LOAD(c->messages_received);
-    t->messages_sent += SEGMENT_LOAD(c->messages_sent);
-    t->bytes_received += SEGMENT_LOAD(c->bytes_received);
-    t->bytes_sent += SEGMENT_LOAD(c->bytes_sent);
-    for (int d = 0; d < 2; d++)
-        for (int st = 0; st < 2; st++)
-            t->compression_bytes[d][st] += SEGMENT_LOAD(c->compression_bytes[d][st]);
-    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-        t->latency_bucket[i] += SEGMENT_LOAD(c->latency_bucket[i]);
-    t->latency_sum_ns += SEGMENT_LOAD(c->latency_sum_ns);
-    t->latency_count += SEGMENT_LOAD(c->latency_count);
-    for (int r = 0; r < REQUEST_TYPE_COUNT; r++) {
-        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-            t->request_bucket[r][i] += SEGMENT_LOAD(c->request_bucket[r][i]);
-        t->request_sum_ns[r] += SEGMENT_LOAD(c->request_sum_ns[r]);
-    }
-    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-        t->rtt_bucket[i] += SEGMENT_LOAD(c->rtt_bucket[i]);
-    t->rtt_sum_ns += SEGMENT_LOAD(c->rtt_sum_ns);
-    for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
-        for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
-            t->broker[b].errors[i] += SEGMENT_LOAD(c->broker[b].errors[i]);
-        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
-            t->broker[b].latency_bucket[i] += SEGMENT_LOAD(c->broker[b].latency_bucket[i]);
-        t->broker[b].latency_sum_ns += SEGMENT_LOAD(c->broker[b].latency_sum_ns);
-        t->broker[b].latency_count += SEGMENT_LOAD(c->broker[b].latency_count);
-    }
-#undef SEGMENT_LOAD
+    uint64_t *tw = (uint64_t *)t;
+    const _Atomic uint64_t *cw = (const _Atomic uint64_t *)c;
+    for (size_t i = 0; i < SEGMENT_COUNTER_WORDS; i++)
+        tw[i] += atomic_load_explicit(&cw[i], memory_order_relaxed);
 }
 
 void segment_read_counters(const struct segment_counters *c, struct segment_totals *out)
