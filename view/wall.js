@@ -33,6 +33,7 @@ class Trace {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
     this.pending = []; // {t, mv} samples and {gap} marks, in arrival order
+    this.marks = []; // gap marks on screen: {t, lost, until}
     this.resize();
   }
 
@@ -74,7 +75,7 @@ class Trace {
   }
 
   // Draw what arrived since the last frame. Returns the number of samples drawn.
-  draw() {
+  draw(now) {
     const items = this.pending;
     if (items.length === 0) return 0;
     this.pending = [];
@@ -105,7 +106,10 @@ class Trace {
       const x = this.x(it.t);
       const y = this.y(it.mv);
       if (marks.length) {
-        this.drawGapMark(x, marks);
+        // Shown at least one sweep's worth of wall time, even when a
+        // replay sweeps the screen several times in one frame.
+        const lost = marks.reduce((n, g) => n + Math.max(0, g.to - g.from + 1), 0);
+        this.marks.push({ t: it.t, lost, until: now + this.periodMs });
         marks = [];
       }
       if (prev && it.t > prev.t && it.t - prev.t <= JOIN_MS) {
@@ -127,12 +131,15 @@ class Trace {
     ctx.stroke();
     this.prev = prev;
     if (marks.length) this.pending = marks.map((gap) => ({ gap }));
+    // The trace may have been drawn over the marks: put them back on top,
+    // and retire those the sweep has passed (in stream and in wall time).
+    this.marks = this.marks.filter((m) => now < m.until || !prev || prev.t - m.t < this.periodMs);
+    for (const m of this.marks) this.drawGapMark(this.x(m.t), m.lost);
     return drawn;
   }
 
-  drawGapMark(x, gaps) {
+  drawGapMark(x, lost) {
     const ctx = this.ctx;
-    const lost = gaps.reduce((n, g) => n + (g.to - g.from + 1), 0);
     ctx.save();
     ctx.strokeStyle = GAP_COLOR;
     ctx.fillStyle = GAP_COLOR;
@@ -143,7 +150,7 @@ class Trace {
     ctx.lineTo(x, this.h);
     ctx.stroke();
     ctx.font = "bold 12px system-ui, sans-serif";
-    ctx.fillText(`GAP ${lost}`, Math.min(x + 4, this.w - 52), 14);
+    ctx.fillText(lost > 0 ? `GAP ${lost}` : "RESET", Math.min(x + 4, this.w - 60), 14);
     ctx.restore();
   }
 }
@@ -223,7 +230,7 @@ class Panel {
   }
 
   frame(now, conn) {
-    if (this.trace.draw() > 0) {
+    if (this.trace.draw(now) > 0) {
       if (this.firstDrawnMs === null) this.firstDrawnMs = now;
       this.lastDrawnMs = now;
     }
@@ -248,6 +255,7 @@ class Panel {
       d.gapSeqs = this.gapSeqs;
       d.resets = this.resets;
       d.firstDrawnMs = this.firstDrawnMs === null ? "" : Math.round(this.firstDrawnMs);
+      d.lastDrawnMs = this.firstDrawnMs === null ? "" : Math.round(this.lastDrawnMs);
       d.maxStallMs = Math.round(this.maxStallMs);
     }
   }
