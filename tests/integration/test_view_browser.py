@@ -39,6 +39,7 @@ from selenium.webdriver.chrome.service import Service
 
 from conftest import ROOT, SLOW
 from gwutil import wait_for
+import jwtutil
 from streamclient import worker_of_port, worker_pid
 
 CHROMIUM = "/usr/bin/chromium"
@@ -174,8 +175,9 @@ class Publisher:
     Every publish carries an id; `acked[stream]` is the last seq the gateway
     acknowledged, `count[stream]` how many were acknowledged."""
 
-    def __init__(self, gw, streams, avoid_slot=None):
+    def __init__(self, gw, streams, avoid_slot=None, token=None):
         self.gw, self.streams, self.avoid = gw, list(streams), avoid_slot
+        self.url = gw.ws_url + (f"?access_token={token}" if token else "")
         rng = random.Random(7)
         self.hearts = {s: ECGSIM.Heart(random.Random(rng.random()), rng.uniform(60, 95), 0.02, 0.05)
                        for s in self.streams}
@@ -198,7 +200,7 @@ class Publisher:
 
     async def _connect(self):
         for _ in range(40):
-            ws = await websockets.connect(self.gw.ws_url, max_size=None)
+            ws = await websockets.connect(self.url, max_size=None)
             port = ws.transport.get_extra_info("sockname")[1]
             slot = await asyncio.to_thread(worker_of_port, self.gw, port)
             if self.avoid is None or slot != self.avoid:
@@ -412,3 +414,35 @@ def test_sixteen_patients_first_sample_and_cpu(browser, gateway, tmp_path):
     with open(os.path.join(str(tmp_path), "view-metrics.json"), "w") as f:
         json.dump(report, f, indent=1)
     print("view metrics:", json.dumps(report))
+
+
+def test_jwt_gateway_page_asks_for_a_token(browser, gateway_factory, tmp_path):
+    keys = jwtutil.Keys(tmp_path)
+    gw = gateway_factory(config={"auth_mode": "jwt", "jwt_key_file": keys.secret_path})
+    allowed, other = "patient/21/ecg", "patient/22/ecg"
+    browser.get("about:blank")
+    browser.get(f"http://127.0.0.1:{gw.port}/view?streams={allowed},{other}")
+    field = browser.find_element("id", "token-field")
+    wait_for(lambda: field.is_displayed() and page(browser).get("conn") == "token", 5,
+             what="the page to ask for a token")
+    assert panels(browser) == []  # nothing is opened without one
+    token = jwtutil.token(jwtutil.claims(subscribe=[allowed]), keys.secret)
+    browser.find_element("id", "token").send_keys(token)
+    browser.find_element("css selector", "#pick button").click()
+    wait_for(lambda: len(panels(browser)) == 2 and panels(browser)[0].get("subscribed") == "1", 10,
+             what="the allowed stream subscribed")
+    wait_for(lambda: panels(browser)[1]["state"] == "refused", 5, what="the other stream refused")
+    assert "forbidden" in browser.find_elements("css selector", ".panel .state")[1].text
+    # The token went as access_token on the WebSocket, and stays out of the URL.
+    assert "access_token" not in browser.current_url and token not in browser.current_url
+    connects = [l for l in gw.logs() if l.get("event") == "connect" and l.get("subprotocol")]
+    assert connects, "no connect line for the browser"
+    pub = Publisher(gw, [allowed], token=jwtutil.token(jwtutil.claims(publish=[allowed]), keys.secret))
+    try:
+        time.sleep(1.5)
+    finally:
+        pub.stop()
+    p = wait_caught_up(browser, pub, [allowed])[allowed]
+    assert p["firstSeq"] == "1" and int(p["received"]) == pub.count[allowed] > 0, p
+    assert_waveform(canvas_pixels(browser, 0), 1)
+    assert browser.execute_script("return window.__csp || [];") == []
