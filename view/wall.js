@@ -19,6 +19,7 @@ const ERASE_PX = 12;                       // cleared ahead of the sweep
 const JOIN_MS = 100;                       // samples further apart are not joined
 const NO_SIGNAL_MS = 2000;
 const TEXT_EVERY_MS = 250;
+const FRAME_MS = 1000 / 30;
 const MAX_STREAMS = 64;                    // the gateway's default max_subscriptions
 const LEAD = "II";
 const TRACE_COLOR = "#33ff66";
@@ -330,9 +331,13 @@ function start(streams, token) {
   }
 }
 
+let lastFrame = 0;
 function frame() {
   const now = performance.now();
-  for (const p of panels) p.frame(now, conn);
+  if (now - lastFrame >= FRAME_MS - 2) {
+    lastFrame = now;
+    for (const p of panels) p.frame(now, conn);
+  }
   requestAnimationFrame(frame);
 }
 
