@@ -261,13 +261,15 @@ export class WsgateClient {
     const tick = Math.max(20, Math.min(this._pingInterval, this._pongTimeout) / 4);
     conn.ticker = setInterval(() => this._tick(conn), tick);
     this._scheduleRefresh(conn, conn.tokenExpMs);
-    for (const sub of this._subs.values()) this._sendSubscribe(sub);
-    const queued = this._queue;
-    this._queue = [];
-    for (const p of queued) this._sendPublish(p);
+    for (const sub of this._subs.values()) {
+      if (this._conn !== conn) return; // the connection broke meanwhile
+      this._sendSubscribe(sub);
+    }
+    while (this._queue.length && this._conn === conn) this._sendPublish(this._queue.shift());
   }
 
   _send(conn, msg) {
+    if (!conn || this._conn !== conn) return false;
     try {
       conn.ws.send(JSON.stringify(msg));
       return true;
