@@ -50,6 +50,17 @@ class Trace {
     this.prev = null; // the last sample drawn: {t, x, y}
   }
 
+  // A hidden tab gets no animation frames while messages keep coming:
+  // keep at most two sweeps of samples waiting (older ones would only be
+  // drawn over), and every gap mark.
+  bound(rateHz) {
+    const keep = Math.ceil((2 * this.periodMs * rateHz) / 1000);
+    if (this.pending.length <= 2 * keep) return;
+    const cut = this.pending.length - keep;
+    this.pending = this.pending.slice(0, cut).filter((it) => it.gap).concat(this.pending.slice(cut));
+    this.prev = null;
+  }
+
   x(t) {
     const p = this.periodMs;
     return (((t % p) + p) % p) * PX_PER_MS;
@@ -196,6 +207,7 @@ class Panel {
     if (this.lastArrival !== null) this.maxStallMs = Math.max(this.maxStallMs, now - this.lastArrival);
     this.lastArrival = now;
     this.arrivals.push(now);
+    while (now - this.arrivals[0] > 1000) this.arrivals.shift();
     this.received++;
     if (this.firstSeq === null) this.firstSeq = seq;
     this.lastSeq = seq;
@@ -208,6 +220,7 @@ class Panel {
       const mv = Number(samples[i]);
       if (Number.isFinite(mv)) this.trace.pending.push({ t: t0 + (i * 1000) / rate, mv });
     }
+    this.trace.bound(rate);
   }
 
   onGap({ from, to }) {

@@ -271,10 +271,11 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
 }
 
 /* The page's files live in the binary: the body is sent from there (the
- * send queue copies it), never for HEAD or 304. */
+ * send queue copies it), never for HEAD or 304. The head always fits: its
+ * other lines are short constants. */
 static void handshake_send_view(struct conn *c, const struct view_response *v, int head_only)
 {
-    char head[1024];
+    char head[VIEW_HEADERS_MAX + 512];
     int n = http_format_head_cache(head, sizeof(head), v->status, v->content_type,
                                    v->cache_control, v->headers, v->body_len);
     if (n < 0)
