@@ -69,24 +69,29 @@ static void admin_written(uv_write_t *req, int status)
     admin_conn_close(req->data);
 }
 
-static void admin_respond(struct admin_conn *ac)
+/* Answer the request, or (error_status != 0) refuse a head that could not
+ * be read with that status and a JSON body saying why. */
+static void admin_respond(struct admin_conn *ac, int error_status, const char *why)
 {
     char path[256];
     http_request_path(&ac->req, path, sizeof(path));
-    int head_only = ac->req.method == HTTP_METHOD_HEAD_KIND;
+    int head_only = !error_status && ac->req.method == HTTP_METHOD_HEAD_KIND;
     struct endpoint_response resp;
     memset(&resp, 0, sizeof(resp));
     ac->responded = 1;
-    if (ac->req.method != HTTP_METHOD_OTHER &&
+    if (!error_status && ac->req.method != HTTP_METHOD_OTHER &&
         endpoints_render(ac->admin->seg, path, 0, &resp) && !resp.body.failed) {
         ac->body = resp.body;
     } else {
         if (resp.status)
             textbuf_free(&resp.body);
         textbuf_init(&ac->body, 128);
-        textbuf_appends(&ac->body, "{\"status\":404,\"error\":\"not found: the metrics port serves "
-                                  "/metrics, /health and /health/detailed\"}\n");
-        resp.status = 404;
+        if (!error_status) {
+            error_status = 404;
+            why = "not found: the metrics port serves /metrics, /health and /health/detailed";
+        }
+        textbuf_appendf(&ac->body, "{\"status\":%d,\"error\":\"%s\"}\n", error_status, why);
+        resp.status = error_status;
         resp.content_type = "application/json";
         resp.extra_headers = NULL;
     }
@@ -113,11 +118,15 @@ static void admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (r == HTTP_FEED_MORE)
         return;
     uv_read_stop(s);
-    if (r != HTTP_FEED_DONE) {
-        admin_conn_close(ac);
-        return;
-    }
-    admin_respond(ac);
+    if (r == HTTP_FEED_BAD)
+        admin_respond(ac, 400, ac->req.no_version ? "request line without HTTP version"
+                                                  : "malformed HTTP request");
+    else if (r == HTTP_FEED_TOO_BIG)
+        admin_respond(ac, 431, "request head larger than 8 KiB or more than 64 headers");
+    else if (r == HTTP_FEED_VERSION)
+        admin_respond(ac, 505, "HTTP version not supported: send HTTP/1.1");
+    else
+        admin_respond(ac, 0, NULL);
 }
 
 static void admin_on_connection(uv_stream_t *server, int status)

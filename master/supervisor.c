@@ -339,10 +339,10 @@ static void supervisor_shutdown(struct supervisor *s, int signo)
         }
         if (sl->pid > 0)
             kill(sl->pid, SIGTERM);
-        /* Stop accepting at once: the workers close their copies as they
-         * start draining; ours would keep the port listening with a queue
-         * nobody accepts from, so new clients would hang instead of being
-         * refused. */
+        /* The workers keep accepting while they drain, answering 503
+         * (draining) until they exit; our copy would keep the port
+         * listening after that with a queue nobody accepts from, so new
+         * clients would hang instead of being refused. */
         if (sl->fd >= 0) {
             close(sl->fd);
             sl->fd = -1;

@@ -61,6 +61,9 @@ struct config {
     int64_t max_messages_per_second; /* per connection, token bucket; 0 = off */
     int64_t message_burst;           /* bucket size */
     int64_t max_connections_per_ip;  /* replica-wide; 0 = off */
+    int64_t compression;             /* 1: accept permessage-deflate offers (new connections) */
+    int64_t compression_level;       /* zlib level 1..9 for outgoing messages */
+    int64_t compression_min_size;    /* bytes: smaller messages go plain */
     struct config_list allowed_origins; /* empty = any Origin */
     char auth_mode_name[CONFIG_STR_MAX];
     struct config_list jwt_algorithms;

@@ -101,6 +101,12 @@ static const struct config_key config_keys[] = {
            "messages a connection may send at once above the rate (the bucket's size)"),
     CK_INT(max_connections_per_ip, 0, 0, 1000000, 0,
            "WebSocket connections per client IP across the replica (429 above); 0 = no limit"),
+    CK_BOOL(compression, 1,
+            "accept permessage-deflate (RFC 7692) from new connections; stream messages are "
+            "compressed once per worker"),
+    CK_INT(compression_level, 3, 1, 9, 0, "zlib level for outgoing messages (1 fastest, 9 smallest)"),
+    CK_INT(compression_min_size, 256, 0, 67108864, 0,
+           "bytes: smaller outgoing messages are sent uncompressed"),
     CK_LIST(allowed_origins, config_empty_list, 0, NULL,
             "Origin values a browser handshake may carry (scheme://host[:port]); [] = any"),
     CK_STR(auth_mode_name, "none", 1, CONFIG_STR_MAX - 1, config_auth_modes,

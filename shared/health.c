@@ -66,7 +66,10 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
         json_object_set_new(root, "reason", json_string(reason));
     json_object_set_new(root, "version", json_string(WSGATE_VERSION));
     json_object_set_new(root, "environment", json_string(cfg.environment));
-    json_object_set_new(root, "uptime_s", json_real((double)(now - seg->created_at_ms) / 1000.0));
+    /* `uptime` is PROTOCOL.md's name; `uptime_s` stays for existing readers. */
+    double uptime = (double)(now - seg->created_at_ms) / 1000.0;
+    json_object_set_new(root, "uptime", json_real(uptime));
+    json_object_set_new(root, "uptime_s", json_real(uptime));
     json_object_set_new(root, "config_generation", json_integer((json_int_t)generation));
     json_object_set_new(root, "master_pid", json_integer(atomic_load(&seg->master_pid)));
 
@@ -96,6 +99,19 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
     json_object_set_new(conns, "active", json_integer(atomic_load(&seg->connections)));
     json_object_set_new(conns, "limit", json_integer(cfg.max_connections));
     json_object_set_new(root, "connections", conns);
+
+    /* Heartbeat round trips since start, from the RTT histogram (as
+     * histogram_quantile computes them); null until a pong came back. */
+    struct segment_totals t;
+    segment_sum_counters(seg, &t);
+    json_t *rtt = json_object();
+    uint64_t samples = segment_histogram_count(t.rtt_bucket);
+    json_object_set_new(rtt, "p50", samples ? json_real(segment_histogram_quantile(t.rtt_bucket, 0.5))
+                                            : json_null());
+    json_object_set_new(rtt, "p99", samples ? json_real(segment_histogram_quantile(t.rtt_bucket, 0.99))
+                                            : json_null());
+    json_object_set_new(rtt, "samples", json_integer((json_int_t)samples));
+    json_object_set_new(root, "rtt", rtt);
 
     json_t *streams = json_object();
     const struct streamlog *sl = segment_streams(seg);

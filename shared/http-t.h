@@ -38,6 +38,8 @@ struct http_request {
     int last_was_value;
     int complete;
     int too_many_headers;
+    int no_version;         /* request line without HTTP-version (HTTP/0.9 style) */
+    int bad_version;        /* HTTP-version other than 1.x */
     enum http_method_kind method;
     unsigned short http_major, http_minor;
 };
@@ -53,8 +55,9 @@ struct http_ws_upgrade {
 enum http_feed_result {
     HTTP_FEED_MORE = 0,      /* head incomplete: wait for more bytes */
     HTTP_FEED_DONE = 1,      /* head complete */
-    HTTP_FEED_BAD = -400,    /* malformed request */
-    HTTP_FEED_TOO_BIG = -431 /* head over HTTP_HEAD_MAX or too many headers */
+    HTTP_FEED_BAD = -400,    /* malformed request (no_version: no HTTP-version) */
+    HTTP_FEED_TOO_BIG = -431, /* head over HTTP_HEAD_MAX or too many headers */
+    HTTP_FEED_VERSION = -505 /* HTTP/2 or later on a request line: only 1.x is spoken */
 };
 
 #endif

@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -66,9 +67,20 @@ static int http_on_header_value(http_parser *p, const char *at, size_t len)
 static int http_on_headers_complete(http_parser *p)
 {
     struct http_request *req = http_from_parser(p);
-    req->complete = 1;
     req->http_major = p->http_major;
     req->http_minor = p->http_minor;
+    /* http-parser reads a request line without a version as HTTP/0.9
+     * (major 0), which has no headers and no status line to answer with:
+     * RFC 9112 3 requires the version, so refuse it rather than serve it. */
+    if (p->http_major == 0) {
+        req->no_version = 1;
+        return -1;
+    }
+    if (p->http_major != 1) {
+        req->bad_version = 1;
+        return -1;
+    }
+    req->complete = 1;
     if (p->method == HTTP_GET)
         req->method = HTTP_METHOD_GET_KIND;
     else if (p->method == HTTP_HEAD)
@@ -103,6 +115,8 @@ void http_request_init(struct http_request *req)
     req->last_was_value = 0;
     req->complete = 0;
     req->too_many_headers = 0;
+    req->no_version = 0;
+    req->bad_version = 0;
     req->method = HTTP_METHOD_OTHER;
     http_parser_init(&req->parser, HTTP_REQUEST);
 }
@@ -129,6 +143,8 @@ enum http_feed_result http_request_feed(struct http_request *req, const char *da
     }
     if (req->too_many_headers)
         return HTTP_FEED_TOO_BIG;
+    if (req->bad_version)
+        return HTTP_FEED_VERSION;
     if (err == HPE_HEADER_OVERFLOW)
         return HTTP_FEED_TOO_BIG;
     if (err != HPE_OK && err != HPE_PAUSED)
@@ -191,6 +207,29 @@ unsigned http_request_header_count(const struct http_request *req, const char *n
     for (unsigned i = 0; i < req->header_count; i++)
         n += http_span_equals_nocase(req, req->headers[i].name, name);
     return n;
+}
+
+int http_request_header_join(const struct http_request *req, const char *name, char *out,
+                             size_t cap)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < req->header_count; i++) {
+        if (!http_span_equals_nocase(req, req->headers[i].name, name))
+            continue;
+        const char *v = req->head + req->headers[i].value.off;
+        size_t vlen = req->headers[i].value.len;
+        if (n + vlen + 3 > cap)
+            return -ENOSPC;
+        if (n) {
+            memcpy(out + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(out + n, v, vlen);
+        n += vlen;
+    }
+    if (cap)
+        out[n] = '\0';
+    return (int)n;
 }
 
 /* Split a header value on commas and look for a token, ignoring case and
@@ -312,6 +351,7 @@ const char *http_status_text(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }

@@ -29,6 +29,11 @@ void http_request_path(const struct http_request *req, char *out, size_t outlen)
 const char *http_request_header(const struct http_request *req, const char *name, size_t *len);
 /* Number of headers named `name`. */
 unsigned http_request_header_count(const struct http_request *req, const char *name);
+/* Every header named `name`, in order, joined with ", " into out (NUL
+ * terminated): one list, as RFC 7230 3.2.2 allows. Returns its length (0:
+ * none), or -ENOSPC. */
+int http_request_header_join(const struct http_request *req, const char *name, char *out,
+                             size_t cap);
 /* 1 when a comma-separated header (any instance) contains `token`. */
 int http_request_header_has_token(const struct http_request *req, const char *name,
                                   const char *token);

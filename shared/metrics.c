@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -67,9 +68,27 @@ static void metrics_latency(struct textbuf *out, const char *env, const struct s
 {
     const char *name = "websocket_message_latency_seconds";
     metrics_header(out, name, "histogram",
-                   "Time from a message entering the gateway (its last frame received) until "
-                   "its bytes are handed to the kernel for one recipient.");
+                   "Time from a stream message entering the gateway (its publish's last frame "
+                   "received) until its bytes are handed to the kernel, once per subscriber it "
+                   "is delivered to live.");
     metrics_histogram(out, name, env, "", t->latency_bucket, t->latency_sum_ns);
+
+    name = "websocket_request_duration_seconds";
+    metrics_header(out, name, "histogram",
+                   "Time from a client request received until its reply (pong, subscribed, "
+                   "unsubscribed, ack, authenticated, error) is handed to the kernel, by "
+                   "request type.");
+    for (int r = 0; r < REQUEST_TYPE_COUNT; r++) {
+        char labels[48];
+        snprintf(labels, sizeof(labels), "type=\"%s\",", segment_request_type_name(r));
+        metrics_histogram(out, name, env, labels, t->request_bucket[r], t->request_sum_ns[r]);
+    }
+
+    name = "websocket_client_rtt_seconds";
+    metrics_header(out, name, "histogram",
+                   "Round trip of the heartbeat: from a server ping queued for a client until "
+                   "its pong (same payload) is read, one sample per pong.");
+    metrics_histogram(out, name, env, "", t->rtt_bucket, t->rtt_sum_ns);
 }
 
 /* Cluster mode: one set of series per configured broker, labelled with
@@ -147,6 +166,31 @@ static void metrics_process(struct textbuf *out, const char *env, const struct p
                          p->start_time_seconds);
 }
 
+/* A gauge with one sample per worker slot in use, read from the int64
+ * field at `field` of each slot (negative values, a counter briefly
+ * behind, show as 0); a lone worker="0" sample before any worker ran, so
+ * the series exists from the first scrape. */
+static void metrics_per_worker(struct textbuf *out, const char *env, const struct segment *seg,
+                               const char *name, const char *help, size_t field)
+{
+    metrics_header(out, name, "gauge", help);
+    int any = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        const struct segment_worker *w = &seg->worker[i];
+        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
+        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
+            continue;
+        char slot[16];
+        snprintf(slot, sizeof(slot), "%d", i);
+        const _Atomic int64_t *v = (const _Atomic int64_t *)((const char *)w + field);
+        int64_t n = atomic_load_explicit(v, memory_order_relaxed);
+        metrics_sample(out, name, env, "worker", slot, n > 0 ? (uint64_t)n : 0);
+        any = 1;
+    }
+    if (!any)
+        metrics_sample(out, name, env, "worker", "0", 0);
+}
+
 void metrics_render(const struct segment *seg, const struct procstat *proc, struct textbuf *out)
 {
     char env[CONFIG_STR_MAX];
@@ -156,43 +200,20 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     snprintf(env, sizeof(env), "%s", cfg.environment);
     segment_sum_counters(seg, &t);
 
-    const char *name = "websocket_connections_active";
-    metrics_header(out, name, "gauge", "Open WebSocket connections, per worker slot.");
-    int any = 0;
     uint32_t states[WORKER_STATE_COUNT] = {0};
     for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
-        const struct segment_worker *w = &seg->worker[i];
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
-        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
-            continue;
-        states[state]++;
-        char slot[16];
-        snprintf(slot, sizeof(slot), "%d", i);
-        int64_t c = atomic_load_explicit(&w->connections, memory_order_relaxed);
-        metrics_sample(out, name, env, "worker", slot, c > 0 ? (uint64_t)c : 0);
-        any = 1;
+        uint32_t state = atomic_load_explicit(&seg->worker[i].state, memory_order_relaxed);
+        if (state != WORKER_EMPTY && state < WORKER_STATE_COUNT)
+            states[state]++;
     }
-    if (!any)
-        metrics_sample(out, name, env, "worker", "0", 0);
-
-    name = "websocket_queued_frame_bytes";
-    metrics_header(out, name, "gauge",
-                   "Memory held by message frames waiting in send queues, per worker slot "
-                   "(a frame shared by many subscribers counts once).");
-    any = 0;
-    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
-        const struct segment_worker *w = &seg->worker[i];
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
-        if (state == WORKER_EMPTY || state >= WORKER_STATE_COUNT)
-            continue;
-        char slot[16];
-        snprintf(slot, sizeof(slot), "%d", i);
-        int64_t b = atomic_load_explicit(&w->queued_frame_bytes, memory_order_relaxed);
-        metrics_sample(out, name, env, "worker", slot, b > 0 ? (uint64_t)b : 0);
-        any = 1;
-    }
-    if (!any)
-        metrics_sample(out, name, env, "worker", "0", 0);
+    metrics_per_worker(out, env, seg, "websocket_connections_active",
+                       "Open WebSocket connections, per worker slot.",
+                       offsetof(struct segment_worker, connections));
+    metrics_per_worker(out, env, seg, "websocket_queued_frame_bytes",
+                       "Memory held by message frames waiting in send queues, per worker slot "
+                       "(a frame shared by many subscribers counts once).",
+                       offsetof(struct segment_worker, queued_frame_bytes));
+    const char *name;
 
     metrics_counter(out, "websocket_connections_total",
                     "WebSocket connections accepted (upgraded) since start.", env,
@@ -229,6 +250,21 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_counter(out, "websocket_bytes_sent_total",
                     "Bytes sent on WebSocket connections (frames included).", env, t.bytes_sent);
 
+    /* before/after of the same direction give the compression ratio; "out"
+     * counts each delivery to a connection that negotiated permessage-deflate
+     * (the deflate itself runs once per message per worker). */
+    name = "websocket_compression_bytes_total";
+    metrics_header(out, name, "counter",
+                   "Payload bytes of messages on permessage-deflate connections, by direction "
+                   "(in, out) and stage (before: uncompressed, after: on the wire).");
+    static const char *const dirs[2] = {"in", "out"};
+    static const char *const stages[2] = {"before", "after"};
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            textbuf_appendf(out, "%s{environment=\"%s\",direction=\"%s\",stage=\"%s\"} %llu\n",
+                            name, env, dirs[d], stages[st],
+                            (unsigned long long)t.compression_bytes[d][st]);
+
     name = "websocket_workers";
     metrics_header(out, name, "gauge", "Worker processes, by state.");
     for (int s = WORKER_STARTING; s < WORKER_STATE_COUNT; s++)
@@ -243,7 +279,7 @@ void metrics_render(const struct segment *seg, const struct procstat *proc, stru
     metrics_sample(out, name, env, "result", "success", atomic_load(&seg->config_reloads_success));
     metrics_sample(out, name, env, "result", "failure", atomic_load(&seg->config_reloads_failure));
 
-    /* Not in DESIGN.md's table: dashboards annotate config changes with it
+    /* Not in the original design's table (docs/ARCHITECTURE.md, Metrics): dashboards annotate config changes with it
      * (a reload that changed nothing still bumps it). */
     metrics_header(out, "websocket_config_generation", "gauge",
                    "Configuration generation in force (1 at start, +1 per successful reload).");

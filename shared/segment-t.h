@@ -21,7 +21,10 @@
  *   +---------------------------------------------------------------+
  *   | worker[0]   struct segment_worker: pid, state, started_at,    |
  *   |             restarts, connections, progress, queued frames,   |
- *   |             struct segment_counters                           |
+ *   |             struct segment_counters (message latency, request |
+ *   |             duration and heartbeat RTT histograms among them),|
+ *   |             rtt_top: the slowest connections by RTT (seqlock, |
+ *   |             refreshed each sweep)                             |
  *   | worker[1]   ...                      <- written by worker 1   |
  *   | ...                                                           |
  *   | worker[SEGMENT_WORKER_SLOTS-1]                                |
@@ -47,7 +50,7 @@
 #include "streamlog-t.h"
 
 #define SEGMENT_MAGIC 0x5753474154534547ull /* "WSGATSEG" */
-#define SEGMENT_LAYOUT_VERSION 5u
+#define SEGMENT_LAYOUT_VERSION 7u
 #define SEGMENT_WORKER_SLOTS 64
 
 /* Why a WebSocket connection ended: the `reason` label. */
@@ -78,7 +81,7 @@ enum segment_connection_error {
 };
 
 /* Why a request was refused with an `error` message: its `code` (the
- * `code` label of websocket_messages_refused_total; PROTOCOL.md's codes). */
+ * `code` label of websocket_messages_refused_total; docs/PROTOCOL.md's codes). */
 enum segment_refusal {
     REFUSED_BAD_REQUEST = 0,
     REFUSED_UNAUTHORIZED,
@@ -100,8 +103,46 @@ enum segment_worker_state {
     WORKER_STATE_COUNT
 };
 
-/* websocket_message_latency_seconds buckets: 100 µs … 10 s, plus +Inf. */
+/* websocket_message_latency_seconds buckets: 100 µs … 10 s, plus +Inf.
+ * The request-duration and RTT histograms use the same bounds. */
 #define SEGMENT_LATENCY_BUCKETS 17
+
+/* What a client request asked for: the `type` label of
+ * websocket_request_duration_seconds. `invalid`: not JSON, no type or an
+ * unknown one (answered with an error). */
+enum segment_request_type {
+    REQUEST_PING = 0,
+    REQUEST_SUBSCRIBE,
+    REQUEST_UNSUBSCRIBE,
+    REQUEST_PUBLISH,
+    REQUEST_AUTH,
+    REQUEST_INVALID,
+    REQUEST_TYPE_COUNT
+};
+
+/* One connection among a worker's slowest by heartbeat round trip. */
+#define SEGMENT_RTT_TOP 8
+#define SEGMENT_REMOTE_MAX 56
+
+struct segment_rtt_entry {
+    uint64_t conn_id;           /* "<slot>-<conn_id>", as in the logs */
+    uint64_t rtt_ns;            /* its last heartbeat ping → pong */
+    uint64_t unsent_bytes;      /* queued for it, not yet handed to the kernel */
+    uint32_t subscriptions;
+    char remote[SEGMENT_REMOTE_MAX]; /* "address:port" */
+};
+
+/* Seqlock: odd while the worker rewrites; readers copy and retry. */
+struct segment_rtt_top {
+    _Atomic uint64_t seq;
+    uint32_t count;
+    struct segment_rtt_entry entry[SEGMENT_RTT_TOP]; /* slowest first */
+};
+
+/* websocket_compression_bytes_total: payload bytes of permessage-deflate
+ * messages, compressed or not, by direction and stage. */
+enum segment_compression_direction { COMPRESSION_IN = 0, COMPRESSION_OUT };
+enum segment_compression_stage { COMPRESSION_BEFORE = 0, COMPRESSION_AFTER };
 
 /* Why a broker request failed: the `error_type` label of
  * websocket_broker_errors_total. */
@@ -136,10 +177,19 @@ struct segment_counters {
     _Atomic uint64_t messages_sent;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t bytes_sent;
+    /* permessage-deflate payload bytes [direction][stage], see segment_compression_*. */
+    _Atomic uint64_t compression_bytes[2][2];
     /* Non-cumulative: bucket i counts observations in (le[i-1], le[i]]. */
     _Atomic uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     _Atomic uint64_t latency_sum_ns;
     _Atomic uint64_t latency_count;
+    /* websocket_request_duration_seconds{type}: request received → reply
+     * handed to the kernel (same bucket scheme as latency). */
+    _Atomic uint64_t request_bucket[REQUEST_TYPE_COUNT][SEGMENT_LATENCY_BUCKETS];
+    _Atomic uint64_t request_sum_ns[REQUEST_TYPE_COUNT];
+    /* websocket_client_rtt_seconds: heartbeat ping queued → its pong read. */
+    _Atomic uint64_t rtt_bucket[SEGMENT_LATENCY_BUCKETS];
+    _Atomic uint64_t rtt_sum_ns;
     struct segment_broker_counters broker[CONFIG_BROKERS_MAX];
 };
 
@@ -160,6 +210,7 @@ struct segment_worker {
                                            (each shared frame counted once) */
     struct segment_broker_state broker[CONFIG_BROKERS_MAX];
     struct segment_counters counters;
+    struct segment_rtt_top rtt_top;
     char pad[64];
 };
 
@@ -208,9 +259,14 @@ struct segment_totals {
     uint64_t messages_sent;
     uint64_t bytes_received;
     uint64_t bytes_sent;
+    uint64_t compression_bytes[2][2];
     uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];
     uint64_t latency_sum_ns;
     uint64_t latency_count;
+    uint64_t request_bucket[REQUEST_TYPE_COUNT][SEGMENT_LATENCY_BUCKETS];
+    uint64_t request_sum_ns[REQUEST_TYPE_COUNT];
+    uint64_t rtt_bucket[SEGMENT_LATENCY_BUCKETS];
+    uint64_t rtt_sum_ns;
     struct {
         uint64_t errors[BROKER_ERROR_TYPE_COUNT];
         uint64_t latency_bucket[SEGMENT_LATENCY_BUCKETS];

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -36,6 +37,14 @@ static const char *const segment_refusal_names[REFUSED_CODE_COUNT] = {
 const char *segment_refusal_name(enum segment_refusal r)
 {
     return segment_refusal_names[r];
+}
+
+const char *segment_request_type_name(enum segment_request_type t)
+{
+    static const char *const names[REQUEST_TYPE_COUNT] = {
+        "ping", "subscribe", "unsubscribe", "publish", "auth", "invalid",
+    };
+    return names[t];
 }
 
 static const char *const segment_state_names[WORKER_STATE_COUNT] = {
@@ -199,6 +208,85 @@ void segment_observe_latency(struct segment_counters *c, uint64_t ns)
     segment_counter_add(&c->latency_count, 1);
 }
 
+void segment_observe_request(struct segment_counters *c, enum segment_request_type t, uint64_t ns)
+{
+    segment_counter_add(&c->request_bucket[t][segment_latency_bucket(ns)], 1);
+    segment_counter_add(&c->request_sum_ns[t], ns);
+}
+
+void segment_observe_rtt(struct segment_counters *c, uint64_t ns)
+{
+    segment_counter_add(&c->rtt_bucket[segment_latency_bucket(ns)], 1);
+    segment_counter_add(&c->rtt_sum_ns, ns);
+}
+
+uint64_t segment_histogram_count(const uint64_t *buckets)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+        n += buckets[i];
+    return n;
+}
+
+double segment_histogram_quantile(const uint64_t *buckets, double q)
+{
+    uint64_t total = segment_histogram_count(buckets);
+    if (total == 0)
+        return NAN;
+    double rank = q * (double)total;
+    uint64_t below = 0;
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++) {
+        if (buckets[i] == 0 || (double)(below + buckets[i]) < rank) {
+            below += buckets[i];
+            continue;
+        }
+        if (i == SEGMENT_LATENCY_BUCKETS - 1)
+            return segment_latency_bounds[i - 1];
+        double lo = i ? segment_latency_bounds[i - 1] : 0.0;
+        double hi = segment_latency_bounds[i];
+        return lo + (hi - lo) * (rank - (double)below) / (double)buckets[i];
+    }
+    return segment_latency_bounds[SEGMENT_LATENCY_BUCKETS - 2];
+}
+
+void segment_publish_rtt_top(struct segment_worker *w, const struct segment_rtt_entry *entries,
+                             uint32_t count)
+{
+    struct segment_rtt_top *t = &w->rtt_top;
+    if (count > SEGMENT_RTT_TOP)
+        count = SEGMENT_RTT_TOP;
+    atomic_fetch_add_explicit(&t->seq, 1, memory_order_acq_rel);
+    atomic_thread_fence(memory_order_release);
+    memcpy(t->entry, entries, count * sizeof(*entries));
+    t->count = count;
+    atomic_thread_fence(memory_order_release);
+    atomic_fetch_add_explicit(&t->seq, 1, memory_order_acq_rel);
+}
+
+int segment_read_rtt_top(const struct segment_worker *w, struct segment_rtt_entry *out,
+                         uint32_t *count)
+{
+    const struct segment_rtt_top *t = &w->rtt_top;
+    /* Bounded: a worker killed mid-write leaves the sequence odd until the
+     * master folds its slot. */
+    for (int tries = 0; tries < 1000; tries++) {
+        uint64_t before = atomic_load_explicit(&t->seq, memory_order_acquire);
+        if (before & 1)
+            continue;
+        uint32_t n = t->count;
+        if (n > SEGMENT_RTT_TOP)
+            n = SEGMENT_RTT_TOP;
+        memcpy(out, (const void *)t->entry, n * sizeof(*out));
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&t->seq, memory_order_acquire) == before) {
+            *count = n;
+            return 0;
+        }
+    }
+    *count = 0;
+    return -EAGAIN;
+}
+
 void segment_publish_config(struct segment *seg, const struct config *cfg)
 {
     atomic_fetch_add_explicit(&seg->config_seq, 1, memory_order_acq_rel);
@@ -279,10 +367,21 @@ void segment_fold_worker(struct segment *seg, int slot)
     segment_fold_counter(&r->messages_sent, &c->messages_sent);
     segment_fold_counter(&r->bytes_received, &c->bytes_received);
     segment_fold_counter(&r->bytes_sent, &c->bytes_sent);
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            segment_fold_counter(&r->compression_bytes[d][st], &c->compression_bytes[d][st]);
     for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
         segment_fold_counter(&r->latency_bucket[i], &c->latency_bucket[i]);
     segment_fold_counter(&r->latency_sum_ns, &c->latency_sum_ns);
     segment_fold_counter(&r->latency_count, &c->latency_count);
+    for (int t = 0; t < REQUEST_TYPE_COUNT; t++) {
+        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+            segment_fold_counter(&r->request_bucket[t][i], &c->request_bucket[t][i]);
+        segment_fold_counter(&r->request_sum_ns[t], &c->request_sum_ns[t]);
+    }
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+        segment_fold_counter(&r->rtt_bucket[i], &c->rtt_bucket[i]);
+    segment_fold_counter(&r->rtt_sum_ns, &c->rtt_sum_ns);
     for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
         for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
             segment_fold_counter(&r->broker[b].errors[i], &c->broker[b].errors[i]);
@@ -297,6 +396,12 @@ void segment_fold_worker(struct segment *seg, int slot)
 
     atomic_thread_fence(memory_order_seq_cst);
     atomic_fetch_add_explicit(&seg->fold_seq, 1, memory_order_acq_rel);
+
+    /* Its connections are gone: so is its slowest list (and a sequence
+     * left odd by a death mid-write is made even again). */
+    uint64_t seq = atomic_load(&w->rtt_top.seq);
+    w->rtt_top.count = 0;
+    atomic_store(&w->rtt_top.seq, (seq | 1) + 1);
 }
 
 static void segment_add_counters(struct segment_totals *t, const struct segment_counters *c)
@@ -313,10 +418,21 @@ static void segment_add_counters(struct segment_totals *t, const struct segment_
     t->messages_sent += SEGMENT_LOAD(c->messages_sent);
     t->bytes_received += SEGMENT_LOAD(c->bytes_received);
     t->bytes_sent += SEGMENT_LOAD(c->bytes_sent);
+    for (int d = 0; d < 2; d++)
+        for (int st = 0; st < 2; st++)
+            t->compression_bytes[d][st] += SEGMENT_LOAD(c->compression_bytes[d][st]);
     for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
         t->latency_bucket[i] += SEGMENT_LOAD(c->latency_bucket[i]);
     t->latency_sum_ns += SEGMENT_LOAD(c->latency_sum_ns);
     t->latency_count += SEGMENT_LOAD(c->latency_count);
+    for (int r = 0; r < REQUEST_TYPE_COUNT; r++) {
+        for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+            t->request_bucket[r][i] += SEGMENT_LOAD(c->request_bucket[r][i]);
+        t->request_sum_ns[r] += SEGMENT_LOAD(c->request_sum_ns[r]);
+    }
+    for (int i = 0; i < SEGMENT_LATENCY_BUCKETS; i++)
+        t->rtt_bucket[i] += SEGMENT_LOAD(c->rtt_bucket[i]);
+    t->rtt_sum_ns += SEGMENT_LOAD(c->rtt_sum_ns);
     for (int b = 0; b < CONFIG_BROKERS_MAX; b++) {
         for (int i = 0; i < BROKER_ERROR_TYPE_COUNT; i++)
             t->broker[b].errors[i] += SEGMENT_LOAD(c->broker[b].errors[i]);

@@ -61,6 +61,22 @@ static inline void segment_counter_add(_Atomic uint64_t *c, uint64_t n)
 extern const double segment_latency_bounds[SEGMENT_LATENCY_BUCKETS];
 int segment_latency_bucket(uint64_t ns);
 void segment_observe_latency(struct segment_counters *c, uint64_t ns);
+void segment_observe_request(struct segment_counters *c, enum segment_request_type t, uint64_t ns);
+void segment_observe_rtt(struct segment_counters *c, uint64_t ns);
+/* The count of a non-cumulative histogram (the sum of its buckets). */
+uint64_t segment_histogram_count(const uint64_t *buckets);
+/* Prometheus' histogram_quantile over non-cumulative buckets: linear
+ * interpolation inside the bucket holding rank q; the +Inf bucket answers
+ * its lower bound (10 s). NAN when empty. */
+double segment_histogram_quantile(const uint64_t *buckets, double q);
+
+/* Worker: rewrite its slowest-by-RTT table (seqlock write). */
+void segment_publish_rtt_top(struct segment_worker *w, const struct segment_rtt_entry *entries,
+                             uint32_t count);
+/* Anyone: a consistent copy of one worker's table; 0, or -EAGAIN when it
+ * kept changing (or its writer died mid-write: the fold clears it). */
+int segment_read_rtt_top(const struct segment_worker *w, struct segment_rtt_entry *out,
+                         uint32_t *count);
 
 /* Master: publish a new config generation (seqlock write). */
 void segment_publish_config(struct segment *seg, const struct config *cfg);
@@ -88,5 +104,6 @@ const char *segment_broker_error_name(enum segment_broker_error e);
 /* A cluster broker is up when every running worker is connected to it. */
 int segment_broker_up(const struct segment *seg, int broker);
 const char *segment_refusal_name(enum segment_refusal r);
+const char *segment_request_type_name(enum segment_request_type t);
 
 #endif

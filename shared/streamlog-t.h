@@ -110,7 +110,7 @@ struct streamlog {
     uint32_t free_top;           /* free stack, or STREAMLOG_NO_CHUNK */
     _Atomic uint32_t free_chunks;
     _Atomic uint32_t active;
-    uint32_t evict_next;         /* where the next eviction scan starts */
+    _Atomic uint32_t evict_next; /* where the next eviction scan starts (a hint) */
     uint32_t pad;
     uint64_t hash_offset;        /* from the start of struct streamlog */
     uint64_t streams_offset;

@@ -488,7 +488,7 @@ static void streamlog_evict(struct streamlog *sl, struct streamlog_stream *own, 
     uint32_t live = atomic_load(&sl->active);
     uint32_t share = live ? (sl->chunk_count - streamlog_free_chunks(sl)) / live : 0;
     for (int pass = 0; pass < 2; pass++) {
-        uint32_t start = sl->evict_next % n;
+        uint32_t start = atomic_load_explicit(&sl->evict_next, memory_order_relaxed) % n;
         for (uint32_t k = 0; k < n && streamlog_free_chunks(sl) < need; k++) {
             uint32_t i = (start + k) % n;
             struct streamlog_stream *st = streamlog_stream_at(sl, i);
@@ -511,7 +511,7 @@ static void streamlog_evict(struct streamlog *sl, struct streamlog_stream *own, 
             }
             if (st != own)
                 pthread_mutex_unlock(&st->lock);
-            sl->evict_next = i + 1;
+            atomic_store_explicit(&sl->evict_next, i + 1, memory_order_relaxed);
         }
     }
 }

@@ -12,6 +12,7 @@
 
 #define WSFRAME_HEADER_MAX 10
 #define WSFRAME_TEXT 0x81 /* FIN + text */
+#define WSFRAME_RSV1 0x40 /* permessage-deflate: the payload is compressed */
 
 /* Header bytes for a payload of `payload` bytes: 2, 4 or 10. */
 size_t wsframe_header_size(uint64_t payload);

@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "conn.h"
+#include "deflate.h"
 #include "log.h"
 #include "router.h"
 #include "segment.h"
@@ -30,6 +31,29 @@ static char *cluster_strdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* Replies sent a broker round trip after their request are timed from
+ * that request, under its type (websocket_request_duration_seconds): the
+ * connection's reply context (session_send_text) is set for the call. */
+struct cluster_reply_ctx {
+    uint64_t start_ns;
+    enum segment_request_type type;
+};
+
+static struct cluster_reply_ctx cluster_reply_begin(struct conn *c, uint64_t received_ns,
+                                                    enum segment_request_type type)
+{
+    struct cluster_reply_ctx saved = {c->msg_start_ns, c->msg_type};
+    c->msg_start_ns = received_ns;
+    c->msg_type = type;
+    return saved;
+}
+
+static void cluster_reply_end(struct conn *c, struct cluster_reply_ctx saved)
+{
+    c->msg_start_ns = saved.start_ns;
+    c->msg_type = saved.type;
+}
+
 /* ---- publish ------------------------------------------------------------ */
 
 static void cluster_on_published(void *arg, int err, uint64_t seq, const char *epoch)
@@ -43,10 +67,12 @@ static void cluster_on_published(void *arg, int err, uint64_t seq, const char *e
             c->pubs = p->next;
         if (p->next)
             p->next->prev = p->prev;
+        struct cluster_reply_ctx saved = cluster_reply_begin(c, p->received_ns, REQUEST_PUBLISH);
         if (err)
             router_reply_errno(c, p->id_json, -EAGAIN);
         else if (p->id_json)
             router_reply_ack(c, p->id_json, p->stream, p->len, seq);
+        cluster_reply_end(c, saved);
     }
     free(p->id_json);
     free(p);
@@ -63,6 +89,7 @@ int cluster_publish(struct conn *c, struct hub_stream *hs, const char *data, siz
         return -ENOMEM;
     p->conn = c;
     p->id_json = cluster_strdup(id_json);
+    p->received_ns = c->msg_start_ns;
     p->len = hs->name_len;
     memcpy(p->stream, hs->name, hs->name_len);
     p->next = c->pubs;
@@ -127,7 +154,7 @@ static void cluster_deliver(struct hub_stream *hs, uint64_t seq, int64_t ts_ms, 
         if (s->replaying) {
             cluster_queue(s, f, origin);
         } else if (cluster_sub_live(s)) {
-            sendq_push_frame(&s->conn->out, f, origin);
+            sendq_push_frame(&s->conn->out, deflate_frame_for(s->conn, f), origin);
             conn_mark_dirty(s->conn);
         }
     }
@@ -307,7 +334,9 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
     uint64_t first = (!err && n) ? e[0].seq : last + 1;
     uint64_t gap_to = first > after + 1 ? first - 1 : 0;
     int recovered = s->has_since == 2 && !gap_to && !err;
+    struct cluster_reply_ctx saved = cluster_reply_begin(c, s->received_ns, REQUEST_SUBSCRIBE);
     hub_send_subscribed(c, hs, hs->epoch, last, 1, recovered, s->id_json);
+    cluster_reply_end(c, saved);
     if (gap_to)
         hub_send_gap(c, hs, after + 1, gap_to);
     for (size_t i = 0; !err && i < n; i++) {
@@ -315,12 +344,12 @@ static void cluster_on_replay(void *arg, int err, const struct broker_entry *e, 
             continue;
         struct sendq_frame *f = hub_frame_raw(hs, e[i].seq, e[i].ts_ms, e[i].data, e[i].len);
         if (f) {
-            sendq_push_frame(&c->out, f, 0);
+            sendq_push_frame(&c->out, deflate_frame_for(c, f), 0);
             sendq_frame_unref(f);
         }
     }
     for (struct hub_frameq *q = s->queued; q; q = q->next)
-        sendq_push_frame(&c->out, q->frame, q->origin_ns);
+        sendq_push_frame(&c->out, deflate_frame_for(c, q->frame), q->origin_ns);
     hub_free_queue(s);
     s->replaying = 0;
     free(s->id_json);
@@ -337,7 +366,9 @@ static void cluster_start_sub(struct worker *w, struct hub_stream *hs, struct hu
     hub_link_stream(hs, s);
     struct conn *c = s->conn;
     if (!s->has_since) {
+        struct cluster_reply_ctx saved = cluster_reply_begin(c, s->received_ns, REQUEST_SUBSCRIBE);
         hub_send_subscribed(c, hs, hs->epoch, last, 0, 0, s->id_json);
+        cluster_reply_end(c, saved);
         free(s->id_json);
         s->id_json = NULL;
         return;
@@ -347,7 +378,9 @@ static void cluster_start_sub(struct worker *w, struct hub_stream *hs, struct hu
     s->epoch = NULL;
     uint64_t after = same_epoch ? s->since : 0;
     if (after >= last) {
+        struct cluster_reply_ctx saved = cluster_reply_begin(c, s->received_ns, REQUEST_SUBSCRIBE);
         hub_send_subscribed(c, hs, hs->epoch, last, 1, same_epoch && s->since <= last, s->id_json);
+        cluster_reply_end(c, saved);
         free(s->id_json);
         s->id_json = NULL;
         return;
@@ -369,7 +402,10 @@ static void cluster_fail_waiting(struct hub_stream *hs)
     while (s) {
         struct hub_sub *next = s->stream_next;
         if (s->conn) {
+            struct cluster_reply_ctx saved =
+                cluster_reply_begin(s->conn, s->received_ns, REQUEST_SUBSCRIBE);
             router_reply_errno(s->conn, s->id_json, -EAGAIN);
+            cluster_reply_end(s->conn, saved);
             cluster_unlink_conn(s);
         }
         hub_free_sub(s);
@@ -432,6 +468,7 @@ int cluster_subscribe(struct conn *c, struct hub_stream *hs, const struct hub_su
     if (a->epoch)
         s->epoch = strndup(a->epoch, a->epoch_len);
     s->id_json = cluster_strdup(a->id_json);
+    s->received_ns = c->msg_start_ns;
     hub_link_conn(c, s);
     s->hs = hs;
     /* The segment's stream entry counts the stream (max_streams, streams

@@ -15,6 +15,7 @@
 #include "segment.h"
 #include "sendq.h"
 #include "session.h"
+#include "tcpinfo.h"
 #include "tlsconn.h"
 
 /* How long we wait for the client's close frame after sending ours. */
@@ -355,6 +356,19 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
             why = "unsent bytes above max_send_buffer for send_timeout";
     } else {
         c->send_over_ns = 0;
+    }
+    if (!why && now_ns > q->moved_ns && now_ns - q->moved_ns > timeout / 2 && q->inflight) {
+        /* A pending uv_write reports only when all of it has gone: a client
+         * reading slowly through a large batch is still making progress,
+         * which the bytes it acknowledged show (the kernel's queue stays
+         * full while libuv refills it, so its length says nothing). */
+        uv_os_fd_t fd;
+        uint64_t acked;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && tcpinfo_bytes_acked(fd, &acked) == 0 &&
+            acked != c->bytes_acked) {
+            c->bytes_acked = acked;
+            q->moved_ns = now_ns;
+        }
     }
     if (!why && now_ns > q->moved_ns && now_ns - q->moved_ns > timeout)
         why = "no byte accepted for send_timeout while data waits";

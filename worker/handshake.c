@@ -15,6 +15,7 @@
 #include "http.h"
 #include "iptable.h"
 #include "log.h"
+#include "pmdeflate.h"
 #include "segment.h"
 #include "session.h"
 #include "view.h"
@@ -67,6 +68,8 @@ static void handshake_log_connect(struct conn *c)
     conn_log_begin(&l, c, LOG_INFO, "connect");
     if (c->subprotocol)
         log_str(&l, "subprotocol", "vitalstream.v1");
+    if (c->pmd_wbits)
+        log_int(&l, "deflate_window_bits", c->pmd_wbits);
     log_end(&l);
 }
 
@@ -197,6 +200,31 @@ static int handshake_authenticate(struct conn *c, struct auth_grant **grant)
     return -1;
 }
 
+/* permessage-deflate: with compression on, accept the first acceptable
+ * offer (see pmdeflate.h) and write the response line into ext. Returns
+ * 0, or -1 having refused a malformed header with 400. */
+static int handshake_extensions(struct conn *c, char *ext, size_t cap)
+{
+    ext[0] = '\0';
+    c->pmd_wbits = 0;
+    if (!c->w->cfg.compression)
+        return 0;
+    char value[HTTP_HEAD_MAX];
+    int n = http_request_header_join(c->req, "Sec-WebSocket-Extensions", value, sizeof(value));
+    if (n <= 0)
+        return 0;
+    struct pmdeflate_agreement a;
+    const char *why = NULL;
+    int r = pmdeflate_negotiate(value, (size_t)n, &a, &why);
+    if (r < 0) {
+        handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, HANDSHAKE_WS_VERSION_HEADER, why);
+        return -1;
+    }
+    if (r > 0 && pmdeflate_response(&a, ext, cap) > 0)
+        c->pmd_wbits = a.server_wbits;
+    return 0;
+}
+
 static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
 {
     struct worker *w = c->w;
@@ -208,6 +236,9 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
         handshake_refuse(c, status, CONN_ERROR_HANDSHAKE, extra, up.why);
         return;
     }
+    char ext[PMDEFLATE_RESPONSE_MAX];
+    if (handshake_extensions(c, ext, sizeof(ext)) < 0)
+        return;
     if (w->draining) {
         handshake_refuse(c, 503, CONN_ERROR_CAPACITY, "Retry-After: 1\r\n",
                          "this worker is shutting down; reconnect");
@@ -248,15 +279,16 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
     c->subprotocol = up.subprotocol ? 1 : 0;
     handshake_bound_kernel_queue(c);
 
-    char resp[256];
+    char resp[256 + PMDEFLATE_RESPONSE_MAX];
     int n = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 101 Switching Protocols\r\n"
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n"
-                     "%s"
+                     "%s%s"
                      "\r\n",
-                     up.accept, c->subprotocol ? "Sec-WebSocket-Protocol: vitalstream.v1\r\n" : "");
+                     up.accept, c->subprotocol ? "Sec-WebSocket-Protocol: vitalstream.v1\r\n" : "",
+                     ext);
     conn_send(c, resp, (size_t)n, 0);
 
     free(c->req);
@@ -292,7 +324,15 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
     if (r == HTTP_FEED_MORE)
         return;
     if (r == HTTP_FEED_BAD) {
-        handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL, "malformed HTTP request");
+        handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL,
+                         c->req->no_version
+                             ? "request line without HTTP version: send e.g. GET /health HTTP/1.1"
+                             : "malformed HTTP request");
+        return;
+    }
+    if (r == HTTP_FEED_VERSION) {
+        handshake_refuse(c, 505, CONN_ERROR_HANDSHAKE, NULL,
+                         "HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)");
         return;
     }
     if (r == HTTP_FEED_TOO_BIG) {

@@ -10,6 +10,7 @@
 #include "broker.h"
 #include "cluster.h"
 #include "conn.h"
+#include "deflate.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
@@ -305,7 +306,7 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
             hub_send_gap(c, hs, from > s->from_seq + 1 ? from : s->from_seq + 1, gap_to);
         for (long i = 0; i < n; i++) {
             if (out[i].seq > s->from_seq)
-                sendq_push_frame(&c->out, out[i].frame, out[i].origin_ns);
+                sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), out[i].origin_ns);
         }
         conn_mark_dirty(c);
     }
@@ -498,7 +499,7 @@ int hub_subscribe(struct conn *c, const struct hub_subscribe_args *a)
     if (gap_to)
         hub_send_gap(c, hs, after + 1, gap_to);
     for (long i = 0; i < n; i++) {
-        sendq_push_frame(&c->out, out[i].frame, 0);
+        sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), 0);
         sendq_frame_unref(out[i].frame);
     }
     free(out);

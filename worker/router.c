@@ -23,33 +23,14 @@
  * cannot flood the logs. */
 #define ROUTER_REFUSAL_LOG_NS (10ull * 1000000000ull)
 
-static char *router_id_json(json_t *id)
-{
-    return id ? json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-}
-
-/* Append `"id":<value>` when the request had an id: serialised from the
- * parsed value so that any JSON value (object, string, null) comes back
- * equal to what the client sent. */
+/* Append `"id":<value>` when the request had an id: the request's own
+ * bytes (router_raw_id), so any JSON value comes back exactly as sent. */
 static void router_append_id_json(struct textbuf *b, const char *id_json)
 {
     if (!id_json)
         return;
     textbuf_appends(b, ",\"id\":");
     textbuf_appends(b, id_json);
-}
-
-static void router_append_id(struct textbuf *b, json_t *id)
-{
-    if (!id)
-        return;
-    char *text = router_id_json(id);
-    if (!text) {
-        b->failed = 1;
-        return;
-    }
-    router_append_id_json(b, text);
-    free(text);
 }
 
 static void router_send(struct conn *c, struct textbuf *b)
@@ -79,13 +60,6 @@ void router_reply_error(struct conn *c, const char *id_json, enum segment_refusa
     router_send(c, &b);
 }
 
-static void router_error(struct conn *c, json_t *id, enum segment_refusal code,
-                         const char *message)
-{
-    char *id_json = router_id_json(id);
-    router_reply_error(c, id_json, code, message);
-    free(id_json);
-}
 
 void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
                       uint64_t seq)
@@ -120,12 +94,12 @@ static void router_log_refusal(struct conn *c, enum segment_refusal code, const 
     c->refusals_unlogged = 0;
 }
 
-static void router_pong(struct conn *c, json_t *id)
+static void router_pong(struct conn *c, const char *id)
 {
     struct textbuf b;
     textbuf_init(&b, 96);
     textbuf_appendf(&b, "{\"type\":\"pong\"");
-    router_append_id(&b, id);
+    router_append_id_json(&b, id);
     textbuf_appendf(&b, ",\"ts\":%lld}", (long long)clock_wall_ms());
     router_send(c, &b);
 }
@@ -205,18 +179,18 @@ static int router_raw_member(const char *msg, size_t len, size_t index, const ch
 }
 
 
-/* The `stream` field, checked against PROTOCOL.md's naming rule. */
-static const char *router_stream(struct conn *c, json_t *root, json_t *id, size_t *len)
+/* The `stream` field, checked against docs/PROTOCOL.md's naming rule. */
+static const char *router_stream(struct conn *c, json_t *root, const char *id, size_t *len)
 {
     json_t *stream = json_object_get(root, "stream");
     if (!json_is_string(stream)) {
-        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"stream\"");
+        router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"stream\"");
         return NULL;
     }
     const char *name = json_string_value(stream);
     *len = json_string_length(stream);
     if (!streamlog_name_valid(name, *len)) {
-        router_error(c, id, REFUSED_BAD_REQUEST,
+        router_reply_error(c, id, REFUSED_BAD_REQUEST,
                      "invalid stream name: 1-128 characters of A-Z a-z 0-9 _ . : / -");
         return NULL;
     }
@@ -257,14 +231,8 @@ void router_reply_errno(struct conn *c, const char *id_json, int err)
     router_reply_error(c, id_json, REFUSED_INTERNAL, "the gateway could not complete the request");
 }
 
-static void router_stream_error(struct conn *c, json_t *id, int err)
-{
-    char *id_json = router_id_json(id);
-    router_reply_errno(c, id_json, err);
-    free(id_json);
-}
 
-static void router_subscribe(struct conn *c, json_t *root, json_t *id)
+static void router_subscribe(struct conn *c, json_t *root, const char *id)
 {
     struct hub_subscribe_args a;
     memset(&a, 0, sizeof(a));
@@ -272,7 +240,7 @@ static void router_subscribe(struct conn *c, json_t *root, json_t *id)
     if (!a.stream)
         return;
     if (c->grant && !auth_stream_allowed(c->grant, AUTH_SUBSCRIBE, a.stream, a.stream_len)) {
-        router_error(c, id, REFUSED_FORBIDDEN,
+        router_reply_error(c, id, REFUSED_FORBIDDEN,
                      "the token does not grant subscribe on this stream (streams.subscribe)");
         router_log_refusal(c, REFUSED_FORBIDDEN, "subscribe outside the token's grant");
         return;
@@ -280,7 +248,7 @@ static void router_subscribe(struct conn *c, json_t *root, json_t *id)
     json_t *since = json_object_get(root, "since");
     if (since) {
         if (!json_is_integer(since) || json_integer_value(since) < 0) {
-            router_error(c, id, REFUSED_BAD_REQUEST, "\"since\" must be a non-negative integer seq");
+            router_reply_error(c, id, REFUSED_BAD_REQUEST, "\"since\" must be a non-negative integer seq");
             return;
         }
         a.has_since = 1;
@@ -289,21 +257,19 @@ static void router_subscribe(struct conn *c, json_t *root, json_t *id)
     json_t *epoch = json_object_get(root, "epoch");
     if (epoch && !json_is_null(epoch)) {
         if (!json_is_string(epoch)) {
-            router_error(c, id, REFUSED_BAD_REQUEST, "\"epoch\" must be a string");
+            router_reply_error(c, id, REFUSED_BAD_REQUEST, "\"epoch\" must be a string");
             return;
         }
         a.epoch = json_string_value(epoch);
         a.epoch_len = json_string_length(epoch);
     }
-    char *id_json = router_id_json(id);
-    a.id_json = id_json;
+    a.id_json = id;
     int r = hub_subscribe(c, &a);
-    free(id_json);
     if (r < 0)
-        router_stream_error(c, id, r);
+        router_reply_errno(c, id, r);
 }
 
-static void router_unsubscribe(struct conn *c, json_t *root, json_t *id)
+static void router_unsubscribe(struct conn *c, json_t *root, const char *id)
 {
     size_t len;
     const char *name = router_stream(c, root, id, &len);
@@ -311,25 +277,25 @@ static void router_unsubscribe(struct conn *c, json_t *root, json_t *id)
         return;
     int r = hub_unsubscribe(c, name, len);
     if (r < 0) {
-        router_stream_error(c, id, r);
+        router_reply_errno(c, id, r);
         return;
     }
     struct textbuf b;
     textbuf_init(&b, 96);
     textbuf_appendf(&b, "{\"type\":\"unsubscribed\",\"stream\":\"%s\"", name);
-    router_append_id(&b, id);
+    router_append_id_json(&b, id);
     textbuf_append(&b, "}", 1);
     router_send(c, &b);
 }
 
-static void router_publish(struct conn *c, const char *msg, size_t len, json_t *root, json_t *id)
+static void router_publish(struct conn *c, const char *msg, size_t len, json_t *root, const char *id)
 {
     size_t slen;
     const char *name = router_stream(c, root, id, &slen);
     if (!name)
         return;
     if (c->grant && !auth_stream_allowed(c->grant, AUTH_PUBLISH, name, slen)) {
-        router_error(c, id, REFUSED_FORBIDDEN,
+        router_reply_error(c, id, REFUSED_FORBIDDEN,
                      "the token does not grant publish on this stream (streams.publish)");
         router_log_refusal(c, REFUSED_FORBIDDEN, "publish outside the token's grant");
         return;
@@ -348,17 +314,15 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
     const char *data;
     size_t dlen;
     if (!found || router_raw_member(msg, len, index, &data, &dlen) < 0) {
-        router_error(c, id, REFUSED_BAD_REQUEST, "missing field \"data\"");
+        router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing field \"data\"");
         return;
     }
-    char *id_json = router_id_json(id);
     uint64_t seq;
-    int r = hub_publish(c, name, slen, data, dlen, id_json, &seq);
+    int r = hub_publish(c, name, slen, data, dlen, id, &seq);
     if (r < 0)
-        router_reply_errno(c, id_json, r);
-    else if (r == 0 && id_json)
-        router_reply_ack(c, id_json, name, slen, seq);
-    free(id_json);
+        router_reply_errno(c, id, r);
+    else if (r == 0 && id)
+        router_reply_ack(c, id, name, slen, seq);
 }
 
 /* {"type":"auth","token":T}: replace the connection's token before it
@@ -366,12 +330,12 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
  * the same subject, and still grant every stream the connection is
  * subscribed to (so a refresh never silently ends a subscription); when
  * refused, the connection keeps its current token. */
-static void router_auth(struct conn *c, json_t *root, json_t *id)
+static void router_auth(struct conn *c, json_t *root, const char *id)
 {
     struct worker *w = c->w;
     json_t *token = json_object_get(root, "token");
     if (!json_is_string(token)) {
-        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"token\"");
+        router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"token\"");
         return;
     }
     struct auth_policy policy = {
@@ -387,13 +351,13 @@ static void router_auth(struct conn *c, json_t *root, json_t *id)
         char why[300];
         snprintf(why, sizeof(why), "%s; the connection keeps its current token",
                  auth_status_text(st));
-        router_error(c, id, REFUSED_UNAUTHORIZED, why);
+        router_reply_error(c, id, REFUSED_UNAUTHORIZED, why);
         router_log_refusal(c, REFUSED_UNAUTHORIZED, auth_status_text(st));
         return;
     }
     if (c->grant && !auth_same_subject(c->grant, g)) {
         auth_grant_free(g);
-        router_error(c, id, REFUSED_FORBIDDEN,
+        router_reply_error(c, id, REFUSED_FORBIDDEN,
                      "the fresh token is for a different subject (sub); the connection keeps its "
                      "current token");
         router_log_refusal(c, REFUSED_FORBIDDEN, "fresh token for a different subject");
@@ -402,7 +366,7 @@ static void router_auth(struct conn *c, json_t *root, json_t *id)
     for (struct hub_sub *s = c->subs; s; s = s->conn_next) {
         if (!auth_stream_allowed(g, AUTH_SUBSCRIBE, s->hs->name, s->hs->name_len)) {
             auth_grant_free(g);
-            router_error(c, id, REFUSED_FORBIDDEN,
+            router_reply_error(c, id, REFUSED_FORBIDDEN,
                          "the fresh token does not grant a stream this connection is subscribed "
                          "to; unsubscribe from it first (the connection keeps its current token)");
             router_log_refusal(c, REFUSED_FORBIDDEN, "fresh token narrower than the subscriptions");
@@ -414,7 +378,7 @@ static void router_auth(struct conn *c, json_t *root, json_t *id)
     struct textbuf b;
     textbuf_init(&b, 96);
     textbuf_appendf(&b, "{\"type\":\"authenticated\",\"exp\":%lld", (long long)g->exp);
-    router_append_id(&b, id);
+    router_append_id_json(&b, id);
     textbuf_append(&b, "}", 1);
     router_send(c, &b);
 }
@@ -423,19 +387,18 @@ static void router_auth(struct conn *c, json_t *root, json_t *id)
  * receive time): 1 to handle it; 0 when refused (rate_limited sent with
  * the request's id when it had one; past RATELIMIT_ABUSE_REFUSALS in the
  * window the connection is closed 1008). */
-static int router_admit(struct conn *c, json_t *root)
+static int router_admit(struct conn *c, const char *id)
 {
     const struct config *cfg = &c->w->cfg;
     if (ratelimit_take(&c->rate, c->msg_start_ns, (double)cfg->max_messages_per_second,
                        (double)cfg->message_burst))
         return 1;
-    json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
     char why[200];
     snprintf(why, sizeof(why),
              "more than max_messages_per_second (%lld per second, burst %lld): this message was "
              "not handled; slow down",
              (long long)cfg->max_messages_per_second, (long long)cfg->message_burst);
-    router_error(c, id, REFUSED_RATE_LIMITED, why);
+    router_reply_error(c, id, REFUSED_RATE_LIMITED, why);
     if (ratelimit_refused(&c->rate, c->msg_start_ns)) {
         struct log_line l;
         conn_log_begin(&l, c, LOG_WARN, "error");
@@ -464,10 +427,53 @@ json_t *router_parse(const char *msg, size_t len, json_error_t *err)
     return root;
 }
 
+/* The request's `id` as its own bytes, NUL-terminated (NULL: no id, or
+ * not an object). Echoing the source text rather than re-encoding the
+ * parsed value keeps what jansson would change: integers beyond 64 bits
+ * (read as reals), the spelling of floats, escapes in strings. */
+static char *router_raw_id(const char *msg, size_t len, json_t *root)
+{
+    if (!json_is_object(root) || !json_object_get(root, "id"))
+        return NULL;
+    size_t index = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        if (strcmp(key, "id") == 0)
+            break;
+        index++;
+    }
+    const char *raw;
+    size_t raw_len;
+    if (router_raw_member(msg, len, index, &raw, &raw_len) < 0)
+        return NULL;
+    char *out = malloc(raw_len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, raw, raw_len);
+    out[raw_len] = '\0';
+    return out;
+}
+
+/* The `type` label its reply's duration is observed under. */
+static enum segment_request_type router_request_type(json_t *root)
+{
+    json_t *type = json_is_object(root) ? json_object_get(root, "type") : NULL;
+    const char *t = json_is_string(type) ? json_string_value(type) : "";
+    for (int i = 0; i < REQUEST_INVALID; i++) {
+        if (strcmp(t, segment_request_type_name((enum segment_request_type)i)) == 0)
+            return (enum segment_request_type)i;
+    }
+    return REQUEST_INVALID;
+}
+
 void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
                     const json_error_t *err)
 {
-    if (!router_admit(c, root)) {
+    c->msg_type = router_request_type(root);
+    char *id = router_raw_id(msg, len, root);
+    if (!router_admit(c, id)) {
+        free(id);
         json_decref(root);
         return;
     }
@@ -475,18 +481,17 @@ void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
         char why[200];
         snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err->text, err->line,
                  err->column);
-        router_error(c, NULL, REFUSED_BAD_REQUEST, why);
+        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, why);
         return;
     }
     if (!json_is_object(root)) {
-        router_error(c, NULL, REFUSED_BAD_REQUEST, "a message must be a JSON object");
+        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, "a message must be a JSON object");
         json_decref(root);
         return;
     }
-    json_t *id = json_object_get(root, "id");
     json_t *type = json_object_get(root, "type");
     if (!json_is_string(type) || strlen(json_string_value(type)) != json_string_length(type)) {
-        router_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"type\"");
+        router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"type\"");
     } else {
         const char *t = json_string_value(type);
         if (strcmp(t, "ping") == 0) {
@@ -500,14 +505,15 @@ void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
         } else if (strcmp(t, "auth") == 0 && c->w->cfg.auth_mode == CONFIG_AUTH_JWT) {
             router_auth(c, root, id);
         } else if (strcmp(t, "auth") == 0) {
-            router_error(c, id, REFUSED_BAD_REQUEST,
+            router_reply_error(c, id, REFUSED_BAD_REQUEST,
                          "type \"auth\" is not supported: authentication is not enabled");
         } else {
-            router_error(c, id, REFUSED_BAD_REQUEST,
+            router_reply_error(c, id, REFUSED_BAD_REQUEST,
                          "unknown type; expected ping, subscribe, unsubscribe, publish or auth");
         }
     }
     json_decref(root);
+    free(id);
 }
 
 void router_handle(struct conn *c, const char *msg, size_t len)

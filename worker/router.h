@@ -1,10 +1,11 @@
 /*
- * router — the application protocol (PROTOCOL.md "Messages"): one JSON
+ * router — the application protocol (docs/PROTOCOL.md "Messages"): one JSON
  * object per text message, dispatched on "type".
  *
  * Every request that is refused gets an `error` with a precise code and the
  * request's `id` when it had one; the connection stays open. Replies echo
- * `id` as the exact JSON value the client sent (null included).
+ * `id` as the very bytes the client sent (any JSON value, null included),
+ * as `data` reaches subscribers.
  */
 #ifndef WSGATE_ROUTER_H
 #define WSGATE_ROUTER_H

@@ -52,6 +52,9 @@ struct sendq_frame *sendq_frame_new(size_t len)
     f->refs = 1;
     f->len = (uint32_t)len;
     sendq_frame_bytes += sizeof(*f) + len;
+    f->twin = NULL;
+    f->wbits = 0;
+    f->incompressible = 0;
     return f;
 }
 
@@ -59,6 +62,8 @@ void sendq_frame_unref(struct sendq_frame *f)
 {
     if (--f->refs == 0) {
         sendq_frame_bytes -= sizeof(*f) + f->len;
+        if (f->twin)
+            sendq_frame_unref(f->twin);
         free(f);
     }
 }
@@ -74,6 +79,7 @@ int sendq_push_frame(struct sendq *q, struct sendq_frame *f, uint64_t origin_ns)
     c->len = f->len;
     c->off = 0;
     c->message = 1;
+    c->request = 0;
     f->refs++;
     sendq_push(q, c);
     return 0;
@@ -115,6 +121,7 @@ struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns)
     c->len = (uint32_t)len;
     c->off = 0;
     c->message = origin_ns != 0;
+    c->request = 0;
     return c;
 }
 
@@ -163,7 +170,10 @@ void sendq_consume(struct conn *conn, size_t n)
         if (c->origin_ns) {
             if (!now)
                 now = clock_now_ns();
-            segment_observe_latency(ctr, now - c->origin_ns);
+            if (c->request)
+                segment_observe_request(ctr, c->request - 1, now - c->origin_ns);
+            else
+                segment_observe_latency(ctr, now - c->origin_ns);
         }
         q->head = c->next;
         if (!q->head)

@@ -26,7 +26,8 @@ int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_
 /* Append a chunk the caller filled (from sendq_chunk_new). */
 void sendq_push(struct sendq *q, struct sendq_chunk *c);
 /* A chunk with room for len bytes; `message` counts it as a message sent
- * and origin_ns (0: none) is observed as its latency when it leaves. */
+ * and origin_ns (0: none) is observed when it leaves: as request duration
+ * when the caller sets `request`, else as message latency. */
 struct sendq_chunk *sendq_chunk_new(size_t len, uint64_t origin_ns);
 
 /* Shared frames: refs start at 1 (the builder's); every queue holding it

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,9 +10,11 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "deflate.h"
 #include "framescan.h"
 #include "log.h"
 #include "router.h"
+#include "rtt.h"
 #include "segment.h"
 #include "sendq.h"
 #include "wsframe.h"
@@ -73,9 +76,80 @@ static void session_frame_start_cb(wslay_event_context_ptr ctx,
     }
 }
 
+static uint16_t session_inflate_code(int err)
+{
+    return err == -EMSGSIZE ? 1009 : err == -ENOMEM ? 1011 : 1007;
+}
+
+static const char *session_inflate_why(int err)
+{
+    return err == -EMSGSIZE ? "message larger than max_message_size once inflated"
+           : err == -EILSEQ ? "inflated text message is not valid UTF-8"
+           : err == -EBADMSG ? "compressed message is not valid deflate data"
+                             : "out of memory inflating a message";
+}
+
+/* Count an inflated message, or log why it could not be (-1: the caller
+ * closes with session_inflate_code). */
+static int session_inflated(struct conn *c, int err, size_t len, size_t inflated)
+{
+    if (err == 0) {
+        struct segment_counters *ctr = &c->w->slot->counters;
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_BEFORE], len);
+        segment_counter_add(&ctr->compression_bytes[COMPRESSION_IN][COMPRESSION_AFTER], inflated);
+        return 0;
+    }
+    struct log_line l;
+    conn_log_begin(&l, c, err == -ENOMEM ? LOG_ERROR : LOG_WARN, "error");
+    log_int(&l, "close_code", session_inflate_code(err));
+    log_int(&l, "compressed_bytes", (int64_t)len);
+    log_str(&l, "message", session_inflate_why(err));
+    log_end(&l);
+    return -1;
+}
+
+static enum segment_disconnect_reason session_inflate_reason(int err)
+{
+    return err == -EMSGSIZE ? DISCONNECT_TOO_LARGE
+           : err == -ENOMEM ? DISCONNECT_ERROR
+                            : DISCONNECT_PROTOCOL_ERROR;
+}
+
+/* Close for a message that could not be inflated: from inside wslay's
+ * callback through wslay (session_after_io finishes), otherwise directly. */
+static void session_close_inflate(struct conn *c, int err)
+{
+    const char *why = session_inflate_why(err);
+    uint16_t code = session_inflate_code(err);
+    if (!c->in_message) {
+        session_close(c, code, why, session_inflate_reason(err));
+        return;
+    }
+    if (!c->ws || wslay_event_get_close_sent(c->ws))
+        return;
+    wslay_event_queue_close(c->ws, code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->ws);
+}
+
 /* ---- large messages: parsed off the loop ---- */
 
 static void session_pump(struct conn *c);
+
+/* A queued message's parse; a compressed one is inflated first (errors
+ * are left in inflate_err for the loop to act on). */
+static void session_inflate_and_parse(struct pending_msg *m)
+{
+    if (m->compressed) {
+        uint8_t *plain = NULL;
+        m->inflate_err = deflate_inflate_alone((const uint8_t *)m->data, m->len, m->max, &plain,
+                                               &m->plain_len);
+        m->plain = (char *)plain;
+        if (m->inflate_err)
+            return;
+    }
+    m->root = m->plain ? router_parse(m->plain, m->plain_len, &m->err)
+                       : router_parse(m->data, m->len, &m->err);
+}
 
 static void session_parse_work(uv_work_t *req)
 {
@@ -88,7 +162,7 @@ static void session_parse_work(uv_work_t *req)
         if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
             lowered = 1; /* best effort */
     }
-    m->root = router_parse(m->data, m->len, &m->err);
+    session_inflate_and_parse(m);
 }
 
 static void session_parse_done(uv_work_t *req, int status)
@@ -99,6 +173,7 @@ static void session_parse_done(uv_work_t *req, int status)
     c->parsing--;
     if (m->orphan) {
         json_decref(m->root);
+        free(m->plain);
         free(m);
         if (c->zombie && c->parsing == 0)
             free(c);
@@ -115,6 +190,7 @@ static void session_free_pending(struct pending_msg *m)
         return;
     }
     json_decref(m->root);
+    free(m->plain);
     free(m);
 }
 
@@ -139,7 +215,7 @@ static void session_pump(struct conn *c)
             session_drop_pending(c);
             return;
         }
-        if (m->len >= SESSION_BIG_MESSAGE && !m->parsed) {
+        if ((m->len >= SESSION_BIG_MESSAGE || m->compressed) && !m->parsed) {
             if (m->parsing)
                 return;
             m->work.data = m;
@@ -149,19 +225,27 @@ static void session_pump(struct conn *c)
                 return;
             }
             /* no thread pool: parse here */
-            m->root = router_parse(m->data, m->len, &m->err);
+            session_inflate_and_parse(m);
             m->parsed = 1;
         }
         c->pending_head = m->next;
         if (!c->pending_head)
             c->pending_tail = NULL;
         c->msg_start_ns = m->received_ns;
+        if (m->compressed && session_inflated(c, m->inflate_err, m->len, m->plain_len) < 0) {
+            session_close_inflate(c, m->inflate_err);
+            session_free_pending(m);
+            session_drop_pending(c);
+            return;
+        }
         if (m->parsed) {
-            router_process(c, m->data, m->len, m->root, &m->err);
+            router_process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
+                           m->root, &m->err);
             m->root = NULL;
         } else {
             router_handle(c, m->data, m->len);
         }
+        free(m->plain);
         free(m);
     }
     /* Reading was stopped when the first message was queued. */
@@ -172,12 +256,15 @@ static void session_pump(struct conn *c)
 /* Queue a copy of a message behind the ones waiting; reading stops until
  * the queue is empty, so its length stays bounded (one large message and
  * what followed it in the same read). */
-static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint64_t now)
+static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint64_t now,
+                           int compressed)
 {
     struct pending_msg *m = calloc(1, sizeof(*m) + len);
     if (!m)
         return -1;
     m->conn = c;
+    m->compressed = compressed ? 1 : 0;
+    m->max = (size_t)c->w->cfg.max_message_size;
     m->received_ns = now;
     m->len = len;
     memcpy(m->data, msg, len);
@@ -191,6 +278,29 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
     return 0;
 }
 
+/* A compressed message (RSV1, permitted by wslay only once negotiated).
+ * Inflated here up to SESSION_BIG_MESSAGE, like a plain message is parsed
+ * here up to that size: returns 0 with *out set. Larger: 1, and the
+ * compressed bytes go to the thread pool, which inflates them under
+ * max_message_size (a few bytes must not buy milliseconds of the loop).
+ * On failure the close is queued (wslay sends it after this callback) and
+ * -1 returned. */
+static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const uint8_t *in,
+                           size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t max = (size_t)c->w->cfg.max_message_size;
+    size_t here = max < SESSION_BIG_MESSAGE - 1 ? max : SESSION_BIG_MESSAGE - 1;
+    int r = deflate_inflate(c->w, in, len, here, out, out_len);
+    if (r == -EMSGSIZE && here < max)
+        return 1;
+    if (session_inflated(c, r, len, r == 0 ? *out_len : 0) == 0)
+        return 0;
+    const char *why = session_inflate_why(r);
+    wslay_event_queue_close(ctx, session_inflate_code(r), (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(ctx);
+    return -1;
+}
+
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                            void *user)
 {
@@ -198,19 +308,40 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         if (c->state != CONN_WS)
             return;
+        const uint8_t *msg = arg->msg;
+        size_t len = arg->msg_length;
+        uint8_t *inflated = NULL;
+        int big = 0;
+        if (arg->rsv & WSLAY_RSV1_BIT) {
+            big = session_inflate(c, ctx, msg, len, &inflated, &len);
+            if (big < 0)
+                return;
+        }
+        if (inflated)
+            msg = inflated;
         segment_counter_add(&c->w->slot->counters.messages_received, 1);
         uint64_t now = clock_now_ns();
-        if ((c->pending_head || arg->msg_length >= SESSION_BIG_MESSAGE) &&
-            session_enqueue(c, arg->msg, arg->msg_length, now) == 0) {
-            c->in_message = 1;
-            session_pump(c);
-            c->in_message = 0;
-            return;
-        }
-        c->msg_start_ns = now;
         c->in_message = 1;
-        router_handle(c, (const char *)arg->msg, arg->msg_length);
+        if (big) {
+            /* Still compressed: only the thread pool may inflate it. */
+            if (session_enqueue(c, msg, len, now, 1) == 0) {
+                session_pump(c);
+            } else {
+                session_inflated(c, -ENOMEM, len, 0);
+                session_close_inflate(c, -ENOMEM);
+            }
+        } else if ((c->pending_head || len >= SESSION_BIG_MESSAGE) &&
+                   session_enqueue(c, msg, len, now, 0) == 0) {
+            session_pump(c);
+        } else {
+            c->msg_start_ns = now;
+            router_handle(c, (const char *)msg, len);
+        }
         c->in_message = 0;
+        free(inflated);
+    } else if (arg->opcode == WSLAY_PONG) {
+        /* last_rx_ns: when these bytes were read, before any work on them. */
+        rtt_pong(c, arg->msg, arg->msg_length, c->last_rx_ns);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         if (!c->close_wait && c->reason != DISCONNECT_PROTOCOL_ERROR)
             c->reason = DISCONNECT_CLIENT_CLOSE;
@@ -232,6 +363,8 @@ int session_start(struct conn *c)
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
         return -1;
     }
+    if (c->pmd_wbits)
+        wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
     session_apply_limits(c);
     return 0;
 }
@@ -396,6 +529,9 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
         return -1;
     memcpy(chunk->data, hdr, hlen);
     memcpy(chunk->data + hlen, text, len);
+    /* Text built here answers a request (stream messages are shared frames,
+     * sendq_push_frame): its time counts as request duration, not latency. */
+    chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
     sendq_push(&c->out, chunk);
     conn_mark_dirty(c);
     return 0;
@@ -462,7 +598,8 @@ void session_close_policy(struct conn *c, const char *why)
 
 void session_ping(struct conn *c, uint64_t now_ns)
 {
-    static const uint8_t ping[] = {0x89, 0x00}; /* FIN + ping, empty, unmasked */
+    uint8_t ping[2 + RTT_PAYLOAD_LEN] = {0x89, RTT_PAYLOAD_LEN}; /* FIN + ping, unmasked */
+    rtt_ping_payload(c, now_ns, ping + 2);
     c->last_ping_ns = now_ns;
     /* Written directly: a heartbeat must not bring back the wslay context
      * of an idle connection, and wslay never stops mid-frame. */

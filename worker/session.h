@@ -9,6 +9,12 @@
  * router. Outgoing text messages bypass wslay's per-message copy: the frame
  * is built straight into the connection's send queue (server frames are
  * unmasked, so the bytes are final).
+ *
+ * With permessage-deflate negotiated (c->pmd_wbits), wslay lets RSV1
+ * through on the first frame of a data message (and still refuses it
+ * elsewhere with 1002) and skips its UTF-8 check of compressed text; the
+ * assembled message is inflated here (deflate.h), which also bounds it by
+ * max_message_size (1009) and checks the UTF-8 (1007).
  */
 #ifndef WSGATE_SESSION_H
 #define WSGATE_SESSION_H
@@ -31,8 +37,9 @@ int session_start(struct conn *c);
 void session_feed(struct conn *c, const uint8_t *data, size_t len);
 void session_free(struct conn *c);
 
-/* Queue one text message; origin_ns is the receive time of what it
- * answers (0: none), for the latency histogram. */
+/* Queue one text message; origin_ns is the receive time of the request it
+ * answers (0: none), observed in websocket_request_duration_seconds under
+ * c->msg_type. */
 int session_send_text(struct conn *c, const char *text, size_t len, uint64_t origin_ns);
 
 /* Send a close frame with `code`, then close the connection once the

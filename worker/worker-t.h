@@ -26,6 +26,12 @@
 struct sendq_frame {
     uint32_t refs;
     uint32_t len;
+    /* permessage-deflate (deflate.c): the compressed forms of this frame,
+     * one per window size, chained through their own `twin`; each link
+     * holds a reference. */
+    struct sendq_frame *twin;
+    uint8_t wbits;          /* a compressed form: the window it was built for */
+    uint16_t incompressible; /* bit w: deflate with window w does not shrink it */
     char bytes[];
 };
 
@@ -37,7 +43,9 @@ struct sendq_chunk {
     uint64_t origin_ns; /* when the message entered the gateway; 0 = no latency */
     uint32_t len;
     uint32_t off;       /* bytes already handed to the kernel */
-    uint32_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t message;   /* 1: counts in websocket_messages_sent_total */
+    uint16_t request;   /* a reply: 1 + its enum segment_request_type, observed as
+                           request duration; 0: a stream message (latency) */
     char data[];
 };
 
@@ -94,6 +102,11 @@ struct pending_msg {
     unsigned parsing : 1;       /* on the thread pool */
     unsigned parsed : 1;
     unsigned orphan : 1;        /* its connection is gone: free on completion */
+    unsigned compressed : 1;    /* data[] is deflated; inflated on the thread pool too */
+    int inflate_err;            /* compressed: 0, or deflate_inflate's error */
+    size_t max;                 /* compressed: max_message_size when it arrived */
+    char *plain;                /* compressed: the inflated text */
+    size_t plain_len;
     size_t len;
     char data[];
 };
@@ -133,7 +146,12 @@ struct conn {
     uint64_t last_ping_ns;
     uint64_t closing_since_ns;
     uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
+    uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
+    enum segment_request_type msg_type; /* what that message asked for */
+    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    uint64_t ping_sent_ns;          /* the latest heartbeat ping's payload (rtt.h) */
+    unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     int text_message;               /* current incoming message is text */
@@ -149,6 +167,7 @@ struct conn {
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
     unsigned in_message : 1;        /* inside wslay's message callback */
     unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    uint8_t pmd_wbits;              /* permessage-deflate: our window, 8..15; 0: not negotiated */
     uint32_t parsing;               /* messages of this connection on the thread pool */
     struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
@@ -216,6 +235,7 @@ struct hub_sub {
     uint64_t since;
     char *epoch;
     char *id_json;
+    uint64_t received_ns;           /* the subscribe's receive time (its reply's duration) */
     struct hub_frameq *queued, *queued_tail;
 };
 
@@ -224,6 +244,7 @@ struct hub_pub {
     struct hub_pub *next, *prev;    /* the connection's pending publishes */
     struct conn *conn;              /* NULL once the connection closed */
     char *id_json;
+    uint64_t received_ns;           /* the publish's receive time (its reply's duration) */
     uint32_t len;
     char stream[STREAMLOG_NAME_MAX + 1];
 };
@@ -263,6 +284,7 @@ struct worker {
     uint64_t last_handshake_second;
     struct hub hub;
     struct broker_set *broker;      /* cluster mode only (broker.c) */
+    struct deflate_worker *deflate; /* permessage-deflate streams, made on first use */
     SSL_CTX *tls_ctx;            /* for new connections; NULL: plain. Live sessions hold
                                     a reference to the context they started with */
     char tls_fingerprint[CONFIG_FINGERPRINT_MAX]; /* of the pair tls_ctx holds */
@@ -272,6 +294,7 @@ struct worker {
      * BIO by then) and where outgoing ciphertext is staged in a flush. */
     int64_t trim_peak_conns;         /* most connections since the heap was last trimmed */
     uint64_t trim_last_ns;
+    uint64_t rtt_swept_ns;           /* slowest-by-RTT table last published */
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     char readbuf[65536];

@@ -11,8 +11,10 @@
 #include "clock.h"
 #include "broker.h"
 #include "conn.h"
+#include "deflate.h"
 #include "hub.h"
 #include "log.h"
+#include "rtt.h"
 #include "segment.h"
 #include "session.h"
 #include "tlsconn.h"
@@ -68,15 +70,22 @@ static void worker_stop_listening(struct worker *w)
     uv_close((uv_handle_t *)&w->listener, NULL);
 }
 
-/* Start a graceful drain: stop accepting, tell every client when to come
- * back (after_ms spread over drain_window so a ward of dashboards does not
- * reconnect in the same millisecond), and close them with `code`. */
+/* Start a graceful drain: tell every client when to come back (after_ms
+ * spread over drain_window so a ward of dashboards does not reconnect in
+ * the same millisecond), and close them with `code`.
+ *
+ * A shutdown keeps accepting until the worker exits: the port answers
+ * /health 503 draining (what the readiness probe and the runbook expect),
+ * /health/detailed 503 and upgrades 503 + Retry-After, where a closed
+ * listener would refuse connections outright. A worker retired by a reload
+ * stops accepting at once: the workers that stay serve its share. */
 static void worker_drain(struct worker *w, enum segment_disconnect_reason reason, uint16_t code)
 {
     if (w->draining)
         return;
     w->draining = (int)reason + 1;
-    worker_stop_listening(w);
+    if (reason != DISCONNECT_SHUTDOWN)
+        worker_stop_listening(w);
     atomic_store(&w->slot->state, WORKER_DRAINING);
     w->drain_deadline_ns = clock_now_ns() + (uint64_t)w->cfg.shutdown_timeout * 1000000000ull;
     unsigned seed = (unsigned)getpid() ^ (unsigned)clock_now_ns();
@@ -148,6 +157,12 @@ static void worker_on_tick(uv_timer_t *t)
     hub_sweep(w, now);
     broker_sweep(w, now);
     worker_maybe_trim(w, now);
+    /* What the sweep queued (heartbeat pings, timeout closes) goes now: the
+     * uv_check flush runs only after the next poll, which may sleep until
+     * the next tick, and a heartbeat's round trip is timed from here. */
+    conn_flush_dirty(w);
+    /* After the flush: unsent bytes are then what the kernel would not take. */
+    rtt_sweep(w, now);
     if (w->draining)
         worker_finish_drain(w, now);
 }
@@ -284,6 +299,7 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     tlsconn_ctx_free(w);
+    deflate_worker_free(w);
     auth_key_clear(&w->auth_key);
     free(w);
     return 0;

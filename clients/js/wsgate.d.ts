@@ -1,5 +1,5 @@
 // Type declarations for wsgate.js, the VitalStream WebSocket client that
-// reconnects and resumes streams by itself. Contract: docs/CLIENT-JS.md.
+// reconnects and resumes streams by itself. Contract: docs/PROTOCOL.md, section 11.
 
 export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
 

@@ -1,7 +1,7 @@
 // wsgate client library: a VitalStream WebSocket protocol v1 client that
 // reconnects and resumes by itself.
 //
-// Contract (docs/CLIENT-JS.md): for every subscription, across any number of
+// Contract (docs/PROTOCOL.md, section 11): for every subscription, across any number of
 // reconnects, onMessage sees each seq at most once and in increasing order,
 // and every seq it does not see is announced by onGap, or voided by onReset
 // (the stream's epoch changed, after which seqs start again). The client

@@ -13,10 +13,12 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "clock.h"
 #include "config.h"
 #include "conn.h"
+#include "deflate.h"
 #include "http.h"
 #include "hub.h"
 #include "log.h"
@@ -270,6 +272,7 @@ void fuzz_worker_free(struct fuzz_worker *fw)
         abort();
     }
     close(w->slot->wake_fd);
+    deflate_worker_free(w);
     free(fw->out.data);
     free(w->seg);
     free(w);
@@ -286,12 +289,47 @@ json_t *fuzz_json_parse(const char *text, size_t len, int strict)
     return doc;
 }
 
+int fuzz_deflate_wbits;
+
+/* A server's compressed message as a client with window fuzz_deflate_wbits
+ * reads it (RFC 7692 7.2.2, no context takeover); NULL when it does not
+ * inflate. *out_len gets its length; free() it. */
+static uint8_t *fuzz_inflate_payload(const uint8_t *p, size_t len, size_t *out_len)
+{
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    if (inflateInit2(&s, -fuzz_deflate_wbits) != Z_OK)
+        return NULL;
+    uint8_t *in = malloc(len + 4);
+    size_t cap = 4096 + len * 8;
+    uint8_t *out = malloc(cap);
+    int r = Z_DATA_ERROR;
+    if (in && out) {
+        memcpy(in, p, len);
+        memcpy(in + len, "\x00\x00\xff\xff", 4);
+        s.next_in = in;
+        s.avail_in = (uInt)len + 4;
+        s.next_out = out;
+        s.avail_out = (uInt)cap;
+        r = inflate(&s, Z_SYNC_FLUSH);
+    }
+    *out_len = cap - s.avail_out;
+    int ok = (r == Z_OK || r == Z_STREAM_END) && s.avail_in == 0 && s.avail_out > 0;
+    inflateEnd(&s);
+    free(in);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
 static const uint8_t *fuzz_wire_start;
 static size_t fuzz_wire_len;
 
 static void fuzz_wire_violation(const char *what, size_t at)
 {
-    fprintf(stderr, "fuzz_harness: server output violates RFC 6455/PROTOCOL.md at byte %zu: %s\n",
+    fprintf(stderr, "fuzz_harness: server output violates RFC 6455/docs/PROTOCOL.md at byte %zu: %s\n",
             at, what);
     fprintf(stderr, "fuzz_harness: server frames (hex):");
     for (size_t i = 0; i < fuzz_wire_len && i < 512; i++)
@@ -323,8 +361,10 @@ size_t fuzz_check_server_frames(const uint8_t *p, size_t len, fuzz_text_fn on_te
         unsigned opcode = b0 & 0x0f;
         if (!(b0 & 0x80))
             fuzz_wire_violation("server frame without FIN (the gateway never fragments)", start);
-        if (b0 & 0x70)
-            fuzz_wire_violation("RSV bits set", start);
+        int compressed = (b0 & 0x40) && fuzz_deflate_wbits && opcode == 0x1;
+        if ((b0 & 0x70) && !compressed)
+            fuzz_wire_violation("RSV bits set (RSV1 is for compressed text, when negotiated)",
+                                start);
         if (b1 & 0x80)
             fuzz_wire_violation("masked server frame", start);
         uint64_t plen = b1 & 0x7f;
@@ -346,12 +386,23 @@ size_t fuzz_check_server_frames(const uint8_t *p, size_t len, fuzz_text_fn on_te
         frames++;
         switch (opcode) {
         case 0x1: {
-            json_t *doc = fuzz_json_parse((const char *)payload, (size_t)plen, 0);
+            uint8_t *inflated = NULL;
+            size_t tlen = (size_t)plen;
+            if (compressed) {
+                inflated = fuzz_inflate_payload(payload, tlen, &tlen);
+                if (!inflated)
+                    fuzz_wire_violation("compressed text does not inflate with the negotiated "
+                                        "window",
+                                        start);
+            }
+            const char *text = inflated ? (const char *)inflated : (const char *)payload;
+            json_t *doc = fuzz_json_parse(text, tlen, 0);
             if (!doc || !json_is_object(doc) || !json_is_string(json_object_get(doc, "type")))
                 fuzz_wire_violation("text message is not a JSON object with a string type", start);
             json_decref(doc);
             if (on_text)
-                on_text(arg, (const char *)payload, (size_t)plen);
+                on_text(arg, text, tlen);
+            free(inflated);
             break;
         }
         case 0x8:

@@ -65,13 +65,17 @@ void fuzz_pump(struct fuzz_worker *fw, int peer);
 int fuzz_live_conns(const struct fuzz_worker *fw);
 
 /* Oracle for what a server may put on the wire after the handshake: whole
- * frames only, FIN set, unmasked, no RSV bits, opcodes text/close/ping/pong,
+ * frames only, FIN set, unmasked, no RSV bits (but see fuzz_deflate_wbits), opcodes text/close/ping/pong,
  * control payloads <= 125 bytes, a close frame with no payload or a valid
  * code, nothing after the close frame, and every text payload a JSON object
  * with a string "type". Calls on_text (may be NULL) with each parsed text
  * message. Aborts with a description on the first violation. Returns the
  * number of frames. */
 typedef void (*fuzz_text_fn)(void *arg, const char *json, size_t len);
+/* 0: RSV bits are a violation. 8..15: permessage-deflate was negotiated
+ * with that server window: RSV1 text frames must inflate with it (no
+ * context takeover) and are checked as their inflated text. */
+extern int fuzz_deflate_wbits;
 
 /* Parse JSON as the gateway accepts it (router_handle): "\u0000" allowed,
  * integers beyond 64 bits read as reals, duplicate keys refused when

@@ -9,12 +9,13 @@
  * first, so a publish to it comes back as a `message`.
  *
  * Oracles: the wire carries only well-formed text frames holding JSON
- * objects; a request gets at least one reply (PROTOCOL.md: a refused
+ * objects; a request gets at least one reply (docs/PROTOCOL.md: a refused
  * request always gets an `error`; only a publish without id may get
  * none); the first reply to a request carries an `id` equal to the
- * request's (stream `message`s and `gap`s, which PROTOCOL.md lets come
- * before an ack, are not replies); a `message` carries the publisher's
- * `data` unchanged.
+ * request's (stream `message`s and `gap`s, which docs/PROTOCOL.md lets come
+ * before an ack, are not replies), and is spelled with bytes of the
+ * request (the id is echoed verbatim, not re-encoded); a `message`
+ * carries the publisher's `data` unchanged.
  * Everything is freed per input.
  */
 #include <jansson.h>
@@ -34,6 +35,7 @@ struct fuzz_router_replies {
     size_t count;   /* replies to the request (not stream traffic) */
     size_t messages;
     json_t *first;  /* the first reply */
+    char *first_text; /* ... as sent, NUL-terminated */
     json_t *data;   /* the request's `data`, for checking `message` */
 };
 
@@ -47,7 +49,7 @@ static void fuzz_router_on_text(void *arg, const char *json, size_t len)
         return;
     }
     if (strcmp(type, "message") == 0) {
-        /* PROTOCOL.md: `data` is the publisher's JSON, byte for byte. */
+        /* docs/PROTOCOL.md: `data` is the publisher's JSON, byte for byte. */
         if (!r->data || !json_equal(r->data, json_object_get(doc, "data")) ||
             strcmp(json_string_value(json_object_get(doc, "stream")), FUZZ_ROUTER_STREAM) != 0) {
             fprintf(stderr, "fuzz_router: a message does not carry the published data\n");
@@ -58,9 +60,10 @@ static void fuzz_router_on_text(void *arg, const char *json, size_t len)
         json_decref(doc);
         return;
     }
-    if (r->count++ == 0)
+    if (r->count++ == 0) {
         r->first = doc;
-    else
+        r->first_text = strndup(json, len);
+    } else
         json_decref(doc);
 }
 
@@ -111,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     router_handle(c, (const char *)data, size);
     fuzz_pump(fw, peer);
 
-    struct fuzz_router_replies replies = {0, 0, NULL, root ? json_object_get(root, "data") : NULL};
+    struct fuzz_router_replies replies = {.data = root ? json_object_get(root, "data") : NULL};
     fuzz_check_server_frames(fw->out.data, fw->out.len, fuzz_router_on_text, &replies);
     if (replies.messages > 1) {
         fprintf(stderr, "fuzz_router: one publish was delivered %zu times\n", replies.messages);
@@ -128,6 +131,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
+    if (id && replies.first_text) {
+        /* The reply's id value as written: it follows the first "id": (the
+         * fields the gateway writes before it never contain that text). */
+        const char *at = strstr(replies.first_text, "\"id\":");
+        json_error_t err;
+        json_t *v = at ? json_loads(at + 5, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
+                                                JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err)
+                       : NULL;
+        if (!v || !memmem(data, size, at + 5, (size_t)err.position)) {
+            fprintf(stderr, "fuzz_router: the reply's id is not the request's bytes\n");
+            abort();
+        }
+        json_decref(v);
+    }
+    free(replies.first_text);
     json_decref(replies.first);
     json_decref(root);
 

@@ -51,12 +51,25 @@
  * frame header). */
 #define FUZZ_SESSION_MAX_MESSAGE 1024
 
+/* fuzz_inflate builds this file again with permessage-deflate offered. */
+#ifdef FUZZ_SESSION_DEFLATE_WBITS
+#define FUZZ_SESSION_STR(x) #x
+#define FUZZ_SESSION_XSTR(x) FUZZ_SESSION_STR(x)
+#define FUZZ_SESSION_EXTENSIONS                                                              \
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits; "             \
+    "server_max_window_bits=" FUZZ_SESSION_XSTR(FUZZ_SESSION_DEFLATE_WBITS) "\r\n"
+#else
+#define FUZZ_SESSION_DEFLATE_WBITS 0
+#define FUZZ_SESSION_EXTENSIONS ""
+#endif
+
 static const char fuzz_session_head[] = "GET /ws HTTP/1.1\r\n"
                                         "Host: fuzz\r\n"
                                         "Upgrade: websocket\r\n"
                                         "Connection: Upgrade\r\n"
                                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                         "Sec-WebSocket-Version: 13\r\n"
+                                        FUZZ_SESSION_EXTENSIONS
                                         "\r\n";
 
 /* Send everything, pumping the worker while the socket buffer is full.
@@ -92,6 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct fuzz_worker *fw = fuzz_worker_new();
     fw->w->cfg.max_message_size = FUZZ_SESSION_MAX_MESSAGE;
+    /* With the extension every fan-out message is compressed. */
+    fw->w->cfg.compression_min_size = 0;
+    fuzz_deflate_wbits = FUZZ_SESSION_DEFLATE_WBITS;
     int client = fuzz_worker_connect(fw);
     fuzz_pump(fw, client); /* accept */
 

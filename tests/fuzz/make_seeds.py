@@ -12,7 +12,8 @@ listed here too, with what they found.
 fuzz_session input format (see fuzz_session.c): a sequence of records,
     N (1..255) + N bytes   one write of those bytes by the client
     0x00 + K               the worker's sweep at now + 2*K seconds
-after the harness's own valid upgrade head.
+after the harness's own valid upgrade head. fuzz_inflate reads the same
+format after a head that offers permessage-deflate.
 """
 import json
 import os
@@ -109,6 +110,10 @@ def http_seeds():
     s["tls-client-hello"] = bytes.fromhex("16030100a5010000a10303") + b"\x00" * 32
     s["invalid-method"] = b"G\x00T /ws HTTP/1.1\r\n\r\n"
     s["space-in-header-name"] = head(["Host : x", "Up grade: websocket"])
+    # issue 19: a request line without version is 400, HTTP/2 505
+    s["get-health-no-version"] = b"GET /health\r\n\r\n"
+    s["get-health-no-version-headers"] = b"GET /health\r\nHost: x\r\n\r\n"
+    s["get-health-http2"] = head(["Host: x"], target="/health", version="HTTP/2.0")
     return s
 
 # -------------------------------------------------------------------- config
@@ -179,6 +184,10 @@ def router_seeds():
     s["ping-id-bool"] = b'{"type":"ping","id":true}'
     s["ping-id-big-int"] = b'{"type":"ping","id":9223372036854775807}'
     s["ping-id-too-big"] = b'{"type":"ping","id":92233720368547758070}'
+    # issue 19: ids come back as their bytes
+    s["ping-id-30-digits"] = b'{"type":"ping","id":123456789012345678901234567890}'
+    s["ping-id-spaced-object"] = b'{ "id" : { "b" : [ 1 , 2.50 ] , "a" : "\\u00e9" } , "type":"ping"}'
+    s["ping-id-float-spelling"] = b'{"type":"ping","id":1E+2}'
     s["ping-whitespace"] = b' \t\r\n{ "type" : "ping" }\n '
     s["subscribe"] = b'{"type":"subscribe","stream":"patient/4711/ecg","since":10,"id":1}'
     s["subscribe-epoch"] = b'{"type":"subscribe","stream":"a","since":0,"epoch":"x1y2","id":2}'
@@ -368,6 +377,70 @@ def session_seeds():
     return s
 
 
+def deflated(data, wbits=15, final=False):
+    """A client's compressed message (RFC 7692 7.2.1): raw deflate, sync
+    flush and its 4-byte tail removed; or ending in a final block."""
+    import zlib
+    c = zlib.compressobj(9, zlib.DEFLATED, -wbits)
+    out = c.compress(data)
+    if final:
+        return out + c.flush(zlib.Z_FINISH)
+    out += c.flush(zlib.Z_SYNC_FLUSH)
+    return out[:-4]
+
+
+def ztext(data, **kw):
+    return text(deflated(data), rsv=4, **kw)
+
+
+def inflate_seeds():
+    """fuzz_inflate: permessage-deflate negotiated (server window 9),
+    max_message_size 1024, every fan-out message compressed."""
+    s = {}
+    sub = b'{"type":"subscribe","stream":"ward/1","id":"s1"}'
+    pub = b'{"type":"publish","stream":"ward/1","data":%s,"id":%d}'
+    ecg = b'{"leads":{"I":[0.12,0.15,0.9,1.21,0.3,0.1,0.11,0.12,0.13,0.12],' \
+          b'"II":[0.2,0.22,1.1,1.4,0.4,0.2,0.19,0.2,0.21,0.2]}}'
+    s["compressed-ping"] = chunks(ztext(PING_MSG))
+    s["compressed-ping-1-byte-writes"] = chunks(ztext(PING_MSG), 1)
+    s["compressed-final-block"] = chunks(text(deflated(PING_MSG, final=True), rsv=4))
+    s["compressed-window-9"] = chunks(text(deflated(PING_MSG * 3, wbits=9), rsv=4))
+    s["compressed-empty"] = chunks(text(b"\x00", rsv=4) + text(b"", rsv=4))
+    s["plain-and-compressed"] = chunks(text(PING_MSG) + ztext(PING_MSG) + text(PING_MSG))
+    body = deflated(pub % (ecg, 1))
+    s["compressed-fragmented-publish"] = chunks(
+        text(sub) + frame(0x1, body[:10], fin=False, rsv=4) + frame(0x0, body[10:40], fin=False) +
+        frame(0x9, b"hb") + frame(0x0, body[40:]))
+    s["stream-fanout-compressed"] = chunks(ztext(sub) + b"".join(
+        ztext(pub % (ecg, i)) for i in range(3)) + text(pub % (b"1", 9)))
+    s["stream-resume-compressed"] = chunks(b"".join(ztext(pub % (ecg, i)) for i in range(4)) +
+                                           ztext(b'{"type":"subscribe","stream":"ward/1",'
+                                                 b'"since":1,"id":"r"}'))
+    # Bombs: a small compressed message that inflates past max_message_size.
+    s["bomb-zeros"] = chunks(ztext(b" " * 200000))
+    s["bomb-just-over"] = chunks(ztext(b'{"type":"ping","id":"' + b"x" * (1025 - 24) + b'"}'))
+    s["exactly-max-inflated"] = chunks(ztext(b'{"type":"ping","id":"' + b"x" * (1024 - 24) +
+                                             b'"}'))
+    bomb = deflated(b"[" + b"0," * 100000 + b"0]")
+    s["bomb-fragmented"] = chunks(frame(0x1, bomb[:50], fin=False, rsv=4) +
+                                  b"".join(frame(0x0, bomb[i:i + 50], fin=False)
+                                           for i in range(50, len(bomb), 50)) + frame(0x0, b""))
+    # RSV1 where it does not belong (1002), bad data and bad text (1007).
+    s["rsv1-on-ping"] = chunks(frame(0x9, b"x", rsv=4))
+    s["rsv1-on-close"] = chunks(frame(0x8, b"\x03\xe8", rsv=4))
+    s["rsv1-on-continuation"] = chunks(frame(0x1, deflated(PING_MSG)[:5], fin=False, rsv=4) +
+                                       frame(0x0, deflated(PING_MSG)[5:], rsv=4))
+    s["rsv2-text"] = chunks(text(PING_MSG, rsv=2))
+    s["rsv1-binary"] = chunks(frame(0x2, deflated(b"\x00\x01"), rsv=4))
+    s["corrupt-deflate"] = chunks(text(b"\xff\xff\xff\xff", rsv=4))
+    s["deflate-then-garbage"] = chunks(text(deflated(PING_MSG, final=True) + b"xyz", rsv=4))
+    s["truncated-deflate"] = chunks(text(deflated(PING_MSG)[:6], rsv=4))
+    s["inflated-invalid-utf8"] = chunks(ztext(b'{"type":"ping","id":"\xc0\xaf"}'))
+    s["inflated-utf8-surrogate"] = chunks(ztext(b'{"type":"\xed\xa0\x80"}'))
+    s["compressed-then-close"] = chunks(ztext(PING_MSG) + close(1000))
+    return s
+
+
 JWT_SECRET = b"fuzz-secret-of-at-least-thirty-two-bytes"  # fuzz_jwt.c's key
 JWT_NOW = 1800000000  # fuzz_jwt.c's time, in seconds
 
@@ -464,6 +537,7 @@ def main():
     write_corpus("fuzz_session", session_seeds())
     write_corpus("fuzz_jwt", jwt_seeds())
     write_corpus("fuzz_streamlog", streamlog_seeds())
+    write_corpus("fuzz_inflate", inflate_seeds())
 
 
 if __name__ == "__main__":

@@ -342,3 +342,31 @@ def test_password_file_is_used_and_never_logged(gateway_factory, redis_factory, 
         await ws.close()
     asyncio.run(go())
     assert secret not in a.stderr()
+
+
+def test_broker_replies_are_timed_from_their_request_under_its_type(gateway_factory, redis_factory):
+    """A subscribe or publish answered after a Redis round trip counts in
+    websocket_request_duration_seconds under its own type and from its own
+    receive time, though a ping that came in the same read was answered
+    (and was the connection's last request) before Redis replied."""
+    import wsframes as wf
+    redis = redis_factory()
+    gw = gateway_factory(cluster_config(redis.url, workers=1))
+    before = gw.metrics()
+    ws = wf.open_ws(gw.port)
+    try:
+        for request, reply in (({"type": "subscribe", "stream": "t/1", "id": "s"}, "subscribed"),
+                               ({"type": "publish", "stream": "t/1", "data": 1, "id": "p"}, "ack")):
+            ws.send(wf.text(json.dumps(request)) + wf.text('{"type":"ping","id":"x"}'))
+            got = [ws.recv_message()["type"] for _ in range(2 if reply == "subscribed" else 3)]
+            assert got[0] == "pong" and reply in got, got  # the ping was answered first
+    finally:
+        ws.close_socket()
+
+    def moved(t):
+        return metric(gw.metrics(), "websocket_request_duration_seconds_count", type=t) - \
+            metric(before, "websocket_request_duration_seconds_count", type=t)
+    deadline = time.monotonic() + 3 * SLOW
+    while moved("ping") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (moved("subscribe"), moved("publish"), moved("ping")) == (1, 1, 2)

@@ -10,20 +10,34 @@ import time
 
 import pytest
 
+import runbook
 from conftest import ROOT, SLOW, WSGATE_BIN
 from gwutil import pids_with_arg, shm_path, wait_for
 
-# Every key DESIGN.md lists (websocket.yaml, then connection_pool.yaml).
+# Every key of the original design (docs/ARCHITECTURE.md and README's key
+# table; websocket.yaml, then connection_pool.yaml).
 DESIGN_KEYS = ["port", "bind_address", "metrics_port", "workers", "max_connections",
                "heartbeat_interval", "connection_timeout", "handshake_timeout",
                "max_message_size", "max_send_buffer", "history_size", "shutdown_timeout",
                "environment", "log_format", "log_level"]
 POOL_KEYS = ["max_pool_size", "pool_timeout", "max_idle_time"]
 
-# The runbook's `kubectl patch configmap` values (RUNBOOK.md, Step 3), with
-# the JSON string's "\\n" turned into the newline the configmap holds.
-RUNBOOK_PATCH = "max_connections: 10000\nheartbeat_interval: 30\nconnection_timeout: 300\nmax_message_size: 1048576"
-RUNBOOK_POOL_PATCH = "max_pool_size: 1000\npool_timeout: 30\nmax_idle_time: 300"
+
+def runbook_patch_values():
+    """The file contents the runbook's `kubectl patch configmap` commands
+    write (docs/RUNBOOK.md, Step 3), by key, exactly as kubectl stores them:
+    in the single-quoted JSON, "\\n" is a backslash and an n."""
+    out = {}
+    for arg in runbook.patch_json("configmap websocket-config"):
+        out.update(json.loads(arg)["data"])
+    return out
+
+
+AS_PATCHED = runbook_patch_values()
+# The same values with the backslash-n turned into the newline a hand-edited
+# configmap holds.
+RUNBOOK_PATCH = AS_PATCHED["websocket.yaml"].replace("\\n", "\n")
+RUNBOOK_POOL_PATCH = AS_PATCHED["connection_pool.yaml"].replace("\\n", "\n")
 
 
 def run(*args, timeout=10):
@@ -117,7 +131,7 @@ def test_help_lists_every_key():
               if line.startswith("  ") and line.split()}
     for key in DESIGN_KEYS + POOL_KEYS:
         assert key in listed, f"{key} missing from -h:\n{out.stdout}"
-    # defaults shown as DESIGN.md gives them
+    # defaults shown as the original design gives them (README's key table)
     for key, default in [("port", "8003"), ("metrics_port", "8004"), ("workers", "0"),
                          ("max_connections", "10000"), ("max_message_size", "1048576"),
                          ("environment", '"production"')]:
@@ -147,17 +161,12 @@ def test_runbook_pool_patch_is_a_valid_pool_config(tmp_path):
 def test_runbook_patch_as_kubectl_writes_it(tmp_path):
     """`kubectl patch -p '{..."max_connections: 10000\\nheartbeat_interval: 30..."}'`
     puts a backslash and an 'n' in the file, not line breaks: still valid."""
-    import json
-    shell_arg = ('{"data": {"websocket.yaml": "max_connections: 10000\\\\nheartbeat_interval: 30'
-                 '\\\\nconnection_timeout: 300\\\\nmax_message_size: 1048576"}}')
-    content = json.loads(shell_arg)["data"]["websocket.yaml"]
+    content = AS_PATCHED["websocket.yaml"]
     assert "\n" not in content and "\\n" in content
     path = write(tmp_path, "websocket.yaml", content)
     out = run("-t", "-c", path)
     assert out.returncode == 0, out.stderr
-    pool = json.loads('{"data": {"connection_pool.yaml": "max_pool_size: 1000\\\\npool_timeout: 30'
-                      '\\\\nmax_idle_time: 300"}}')["data"]["connection_pool.yaml"]
-    write(tmp_path, "connection_pool.yaml", pool)
+    write(tmp_path, "connection_pool.yaml", AS_PATCHED["connection_pool.yaml"])
     out = run("-t", "-c", path)
     assert out.returncode == 0, out.stderr
 

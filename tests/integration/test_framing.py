@@ -1,5 +1,5 @@
 """RFC 6455 framing rules the server must enforce, each with its close code
-(PROTOCOL.md "Close codes"), driven from a raw socket with frames built by
+(docs/PROTOCOL.md "Close codes used by the server"), driven from a raw socket with frames built by
 hand."""
 import json
 import struct

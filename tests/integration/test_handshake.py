@@ -1,4 +1,4 @@
-"""The WebSocket opening handshake (RFC 6455 §4.2, PROTOCOL.md "Transport")
+"""The WebSocket opening handshake (RFC 6455 §4.2, docs/PROTOCOL.md "Transport", "The upgrade")
 from a raw socket and from Python websockets."""
 import asyncio
 import json

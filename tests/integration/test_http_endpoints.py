@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket port (PROTOCOL.md "Transport"), driven by
+"""Plain HTTP on the WebSocket port (docs/PROTOCOL.md "Plain HTTP on the same port"), driven by
 curl and by a raw socket: /health, /health/detailed, /metrics, 404s, and
 the refusals of requests that are too big, malformed or too slow."""
 import json

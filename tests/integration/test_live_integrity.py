@@ -57,6 +57,16 @@ async def burst(pub, stream, first, count=BURST, wait=True, timeout=30):
     return ids
 
 
+async def raw_subscriber(gw, stream, rcvbuf, rid):
+    """A RawWS subscribed to `stream` (its `subscribed` reply read), with
+    the given receive buffer: it reads only when the test says so."""
+    ws = await asyncio.to_thread(RawWS, gw.port, rcvbuf)
+    ws.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": rid}))
+    op, payload = await asyncio.to_thread(ws.read_frame)
+    assert json.loads(payload)["type"] == "subscribed", payload
+    return ws
+
+
 def seq_ranges(seqs, limit=8):
     """'13-17, 64-68, …' for a set of seqs."""
     out = []
@@ -471,10 +481,7 @@ def test_subscriber_accepting_nothing_is_closed_after_send_timeout_below_max_sen
         (c,) = await connect_on(gw, [0])
         reader = Reader(c, "reader", stream)
         await c.subscribe(stream)
-        stuck = await asyncio.to_thread(RawWS, gw.port, 4096)
-        stuck.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "stuck"}))
-        op, payload = await asyncio.to_thread(stuck.read_frame)
-        assert json.loads(payload)["type"] == "subscribed", payload
+        stuck = await raw_subscriber(gw, stream, 4096, "stuck")
         remote = f"127.0.0.1:{stuck.local_port}"
         pub = await RawPublisher.connect(gw)
         filled_at = time.time()
@@ -495,6 +502,56 @@ def test_subscriber_accepting_nothing_is_closed_after_send_timeout_below_max_sen
         assert await reader.pump(BURST, 20), reader.closed_text()
         assert reader.everything_problems(1, BURST) is None, reader.everything_problems(1, BURST)
         await c.close()
+        await pub.close()
+
+    run(main())
+
+
+def test_slow_but_steady_reader_is_not_closed(gateway_factory):
+    """Progress, not speed: a subscriber that drains a burst slowly but
+    without pause (16 KiB every 25 ms: about 600 KB/s) keeps making
+    progress and is never closed — even while one write to it (a batch of
+    up to 1 MB, which libuv reports only once all of it has gone) is
+    pending for longer than send_timeout. 4 MB are more than the kernel
+    takes at once, so the gateway's own queue holds the rest."""
+    T = 1
+    gw = gateway_factory(config={"workers": 1, "send_timeout": T, "max_send_buffer": 16777216})
+    stream = "bed/14/ecg"
+    count = 250  # 250 x 16 KB
+
+    async def main():
+        slow = await raw_subscriber(gw, stream, 65536, "slow")
+        remote = f"127.0.0.1:{slow.local_port}"
+        pub = await RawPublisher.connect(gw)
+        await burst(pub, stream, 1, count=count)
+
+        def drain():
+            got = []
+            deadline = time.monotonic() + 30 * SLOW
+            while len(got) < count and time.monotonic() < deadline:
+                slow.sock.settimeout(5 * SLOW)
+                chunk = slow.sock.recv(16384)
+                if not chunk:
+                    break
+                slow.buf += chunk
+                while True:
+                    f = slow._parse_one()
+                    if f is None:
+                        break
+                    got.append(f)
+                time.sleep(0.025)
+            return got
+
+        started = time.monotonic()
+        got = await asyncio.to_thread(drain)
+        took = time.monotonic() - started
+        closes = [p for op, p in got if op == 8]
+        assert not closes, f"closed {closes[0][:2].hex()} {closes[0][2:]!r} after {took:.1f} s"
+        seqs = [json.loads(p)["seq"] for op, p in got if op == 1]
+        assert seqs == list(range(1, count + 1)), seq_ranges(seqs)
+        assert took > 2 * T, f"drained in {took:.1f} s: not slow enough to test anything"
+        assert await wait_log(gw, verdict_of(remote), 0.5) is None
+        slow.close()
         await pub.close()
 
     run(main())
@@ -896,10 +953,7 @@ def test_send_timeout_is_live_on_reload(gateway_factory):
     stream = "bed/21/ecg"
 
     async def main():
-        stuck = await asyncio.to_thread(RawWS, gw.port, 4096)
-        stuck.send_text(json.dumps({"type": "subscribe", "stream": stream, "id": "stuck"}))
-        op, payload = await asyncio.to_thread(stuck.read_frame)
-        assert json.loads(payload)["type"] == "subscribed", payload
+        stuck = await raw_subscriber(gw, stream, 4096, "stuck")
         remote = f"127.0.0.1:{stuck.local_port}"
         pub = await RawPublisher.connect(gw)
         await burst(pub, stream, 1, count=40)

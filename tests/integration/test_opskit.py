@@ -1,7 +1,7 @@
 """Operations kit (issue 6): the Kubernetes manifests, the Grafana dashboard
 and the Prometheus alert rules in etc/, checked offline against their
 schemas and tools, against the gateway's own config and the runbook
-(../shared/RUNBOOK.md), and end to end against the real gateway through a
+(docs/RUNBOOK.md), and end to end against the real gateway through a
 real Prometheus. The cluster broker's panels and alerts (issue 8) are
 checked against a gateway in cluster mode, connected to a real redis-server
 on loopback that the tests start.
@@ -29,6 +29,7 @@ import pytest
 import websockets
 import yaml
 
+import runbook
 from conftest import ROOT, SLOW, WSGATE_BIN, free_port, parse_metrics
 
 ETC = os.path.join(ROOT, "etc")
@@ -44,7 +45,7 @@ DOCKERFILE = os.path.join(K8S, "Dockerfile")
 VALIDATOR_DIR = os.path.join(ROOT, "tools", "k8s-validate")
 VALIDATOR = os.path.join(VALIDATOR_DIR, "validate.js")
 SYNC_CONFIGMAP = os.path.join(VALIDATOR_DIR, "sync-configmap.py")
-RUNBOOK = os.path.normpath(os.path.join(ROOT, "..", "shared", "RUNBOOK.md"))
+RUNBOOK = runbook.PATH
 PYTHON = "/usr/bin/python3"
 PROMETHEUS = "/usr/bin/prometheus"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -65,12 +66,19 @@ REQUIRED_ALERTS = {
     "WebSocketBrokerDown": "a cluster broker unreachable",
     "WebSocketBrokerErrors": "broker timeouts and refused commands",
     "WebSocketBrokerLatencyHigh": "broker round trips slow",
+    # Issue 19: heartbeat round trips, disconnections against their own level.
+    "WebSocketClientRTTHigh": "client p99 RTT above threshold for 10m",
+    "WebSocketDisconnectionAnomaly": "disconnection rate jumps against its level 1h before",
 }
 # Panels issue 6 asks for, by title.
 REQUIRED_PANELS = [
     "Active WebSocket Connections", "Connection/Disconnection Rates", "Message Latency",
     "Connection Errors by Type", "Workers by State", "Worker Restarts", "Config Reloads",
     "Messages per Second", "Bytes per Second", "CPU", "Memory", "Config Generation",
+    # Heartbeat round trips and request durations.
+    "Client Round Trip (RTT)", "Request Duration by Type",
+    # permessage-deflate.
+    "Compression Bytes per Second", "Compression Ratio",
 ]
 # Issue 8: the cluster broker's panels, in a row of their own.
 BROKER_ROW = "Cluster broker"
@@ -245,20 +253,8 @@ def alert_rules():
 
 
 def runbook_queries():
-    """The runbook's PromQL: the curl ...query=... lines and the promql block."""
-    text = read(RUNBOOK)
-    out = []
-    for m in re.finditer(r'query=((?:[^"\\]|\\.)*)"', text):
-        out.append(m.group(1).replace('\\"', '"'))
-    for block in re.findall(r"```promql\n(.*?)```", text, re.S):
-        out += [l.strip() for l in block.splitlines() if l.strip() and not l.startswith("#")]
-    seen, uniq = set(), []
-    for q in out:
-        key = re.sub(r"\s+", "", q)
-        if key not in seen:
-            seen.add(key)
-            uniq.append(q)
-    return uniq
+    """The runbook's PromQL: its Prometheus curl commands and its promql block."""
+    return runbook.queries()
 
 
 def runbook_anchors():
@@ -497,10 +493,8 @@ def test_configmap_carries_etc_config_files_byte_for_byte():
 
 
 def runbook_probe_patch():
-    text = read(RUNBOOK)
-    m = re.search(r"kubectl patch deployment websocket -n vitalstream -p '(.*?)'", text, re.S)
-    assert m, "runbook's health-check patch not found"
-    patch = json.loads(m.group(1))
+    (text,) = runbook.patch_json("deployment websocket")
+    patch = json.loads(text)
     (container,) = patch["spec"]["template"]["spec"]["containers"]
     return container
 
@@ -730,7 +724,7 @@ def test_dashboard_structure():
                 assert (x, y) not in cells, f"{p['title']} overlaps another panel"
                 cells.add((x, y))
     by_title = {p["title"]: p for p in panels}
-    for title in ("Message Latency", "Broker Publish Latency"):
+    for title in ("Message Latency", "Broker Publish Latency", "Client Round Trip (RTT)"):
         assert [t["expr"].split(",")[0] for t in by_title[title]["targets"]] == [
             "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"], title
     # The broker panels sit under their row (below it, above the next row),
@@ -1184,7 +1178,8 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
     that the broker panels and alerts have their series: the traffic's
     publishes are broker round trips."""
     gw = gateway_factory(config={"environment": "production", "workers": 2, "max_connections": 12,
-                                 "max_message_size": 4096, "broker": [redis.url]}, start=False)
+                                 "max_message_size": 4096, "broker": [redis.url],
+                                 "heartbeat_interval": 1}, start=False)
     prom = Prometheus(tmp_path, f"127.0.0.1:{gw.metrics_port}")
     prom.start()
     traffic = None
@@ -1264,6 +1259,19 @@ def test_dashboard_alerts_and_runbook_queries_return_data_from_live_gateway(gate
                          'websocket_broker_latency_seconds_bucket{environment="production"}[5m])))')
         if p99 is None or not 0 < p99 < 0.05:
             problems.append(f"broker p99 round trip {p99}: not below the 50 ms alert threshold")
+        # The client round trip panel: the held connections' heartbeat pongs
+        # (heartbeat_interval 1 s), fast on loopback, so its alert is silent.
+        rtt = prom.value('histogram_quantile(0.99, sum by (le) (rate('
+                         'websocket_client_rtt_seconds_bucket{environment="production"}[5m])))')
+        if rtt is None or not 0 < rtt < 0.5:
+            problems.append(f"client RTT p99 {rtt}: not a round trip below the 500 ms alert threshold")
+        pongs = prom.value('sum(websocket_client_rtt_seconds_count{environment="production"})')
+        if not (pongs or 0) >= 1:
+            problems.append(f"heartbeat pongs counted: {pongs}")
+        acks = prom.value('sum(websocket_request_duration_seconds_count{environment="production",'
+                          'type="publish"})')
+        if not (acks or 0) >= 1:
+            problems.append(f"publish replies in websocket_request_duration_seconds: {acks}")
         refused = prom.value('sum(websocket_broker_errors_total{environment="production",'
                              'error_type=~"timeout|command"})')
         if refused != 0:

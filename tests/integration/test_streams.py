@@ -1,4 +1,4 @@
-"""Streams (../shared/PROTOCOL.md "Messages" and "Streams"), checked from the
+"""Streams (docs/PROTOCOL.md "Messages" and "Streams, order and resume"), checked from the
 outside with independent clients: Python `websockets` (streamclient.Client)
 and a raw-socket client (streamclient.RawWS).
 
@@ -232,7 +232,7 @@ def test_numbers_beyond_double_range_are_refused_with_reason(gateway):
     r'"nul \u0000 inside"',
 ], ids=["big_integer", "big_negative_integer_in_object", "escaped_nul"])
 def test_data_any_json_value_byte_for_byte(gateway, data):
-    """PROTOCOL.md: `data` is any JSON and reaches subscribers byte for byte;
+    """docs/PROTOCOL.md: `data` is any JSON and reaches subscribers byte for byte;
     numbers beyond 64-bit/double range and \\u0000 are valid JSON."""
     stream = "raw/edge"
 
@@ -1006,7 +1006,7 @@ def test_slow_consumer_is_closed_1013_and_others_are_unaffected(gateway_factory)
 
 
 def test_slow_consumer_unsent_data_is_bounded_by_max_send_buffer(gateway_factory):
-    """PROTOCOL.md: a subscriber is closed when its *unsent* data passes
+    """docs/PROTOCOL.md: a subscriber is closed when its *unsent* data passes
     max_send_buffer. Data the gateway handed to its socket but TCP has not
     sent (the peer's window is closed) is unsent too: with a 64 KiB limit
     and a subscriber that never reads (receive buffer of a few KB), 2 MB

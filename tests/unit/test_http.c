@@ -324,6 +324,40 @@ START_TEST(garbage_fed_byte_by_byte_is_bad_request)
 }
 END_TEST
 
+START_TEST(request_line_needs_an_http_1_version)
+{
+    static const struct {
+        const char *text;
+        enum http_feed_result want;
+        int no_version;
+    } cases[] = {
+        {"GET /health\r\n\r\n", HTTP_FEED_BAD, 1},
+        {"GET /health\r\nHost: x\r\n\r\n", HTTP_FEED_BAD, 1},
+        {"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", HTTP_FEED_VERSION, 0},
+        {"GET /health HTTP/1.0\r\nHost: x\r\n\r\n", HTTP_FEED_DONE, 0},
+        {"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", HTTP_FEED_DONE, 0},
+    };
+    static struct http_request req;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t consumed = 0;
+        http_request_init(&req);
+        enum http_feed_result r =
+            http_request_feed(&req, cases[i].text, strlen(cases[i].text), &consumed);
+        ck_assert_msg(r == cases[i].want, "case %zu gave %d", i, (int)r);
+        ck_assert_int_eq(req.no_version, cases[i].no_version);
+    }
+    /* byte by byte, the same answer */
+    static const char text[] = "GET /health\r\n\r\n";
+    http_request_init(&req);
+    enum http_feed_result r = HTTP_FEED_MORE;
+    size_t consumed = 0;
+    for (size_t i = 0; i < sizeof(text) - 1 && r == HTTP_FEED_MORE; i++)
+        r = http_request_feed(&req, text + i, 1, &consumed);
+    ck_assert_int_eq(r, HTTP_FEED_BAD);
+    ck_assert_str_eq(http_status_text(505), "HTTP Version Not Supported");
+}
+END_TEST
+
 /* ---- header lookup ---- */
 
 START_TEST(header_names_case_insensitive)
@@ -844,6 +878,7 @@ static Suite *http_suite(void)
 
     tc = tcase_create("feed");
     tcase_add_test(tc, head_fed_whole);
+    tcase_add_test(tc, request_line_needs_an_http_1_version);
     tcase_add_test(tc, head_fed_byte_by_byte);
     tcase_add_test(tc, head_split_at_every_offset);
     tcase_add_test(tc, feeding_after_done_consumes_nothing);

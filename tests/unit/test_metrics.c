@@ -1,7 +1,7 @@
 /*
  * Unit suite for shared/metrics.c: the Prometheus text rendered from a
  * hand-filled in-memory segment, compared byte for byte with a golden text;
- * then properties of any rendering: every series of DESIGN.md's metrics
+ * then properties of any rendering: every series of docs/ARCHITECTURE.md's metrics
  * table with HELP and TYPE, every reason/error_type/state/result label at 0
  * from the start, the environment label on every sample, cumulative
  * histogram buckets with _count equal to +Inf, the process_* block only when
@@ -52,8 +52,12 @@ static struct segment *golden_segment(void)
     segment_counter_add(&c->messages_sent, 11);
     segment_counter_add(&c->bytes_received, 1000);
     segment_counter_add(&c->bytes_sent, 1100);
+    segment_counter_add(&c->compression_bytes[COMPRESSION_OUT][COMPRESSION_BEFORE], 4000);
+    segment_counter_add(&c->compression_bytes[COMPRESSION_OUT][COMPRESSION_AFTER], 1000);
     segment_observe_latency(c, 100000);  /* exactly 100 µs: le="0.0001" */
     segment_observe_latency(c, 3000000); /* 3 ms: le="0.005" */
+    segment_observe_request(c, REQUEST_PING, 200000);      /* le="0.00025" */
+    segment_observe_rtt(c, 1500000);                       /* 1.5 ms: le="0.0025" */
 
     atomic_store(&w2->state, WORKER_DEAD);
     atomic_store(&w5->state, WORKER_STARTING);
@@ -67,7 +71,12 @@ static struct segment *golden_segment(void)
     segment_counter_add(&r->messages_refused[REFUSED_RATE_LIMITED], 9);
     segment_counter_add(&r->messages_refused[REFUSED_FORBIDDEN], 1);
     segment_counter_add(&r->messages_received, 100);
+    segment_counter_add(&r->compression_bytes[COMPRESSION_IN][COMPRESSION_BEFORE], 30);
+    segment_counter_add(&r->compression_bytes[COMPRESSION_IN][COMPRESSION_AFTER], 90);
     segment_observe_latency(r, 12000000000ull); /* 12 s: only +Inf */
+    segment_observe_request(r, REQUEST_PING, 200000);   /* folded: adds to the worker's */
+    segment_observe_request(r, REQUEST_PUBLISH, 20000000);
+    segment_observe_rtt(r, 20000000000ull);              /* 20 s: only +Inf */
 
     atomic_store(&seg->worker_restarts, 3);
     atomic_store(&seg->config_reloads_success, 2);
@@ -123,8 +132,9 @@ static const char golden_text[] =
     "websocket_messages_refused_total" E ",code=\"capacity\"} 0\n"
     "websocket_messages_refused_total" E ",code=\"unavailable\"} 0\n"
     "websocket_messages_refused_total" E ",code=\"internal\"} 0\n"
-    "# HELP websocket_message_latency_seconds Time from a message entering the gateway (its last "
-    "frame received) until its bytes are handed to the kernel for one recipient.\n"
+    "# HELP websocket_message_latency_seconds Time from a stream message entering the gateway (its "
+    "publish's last frame received) until its bytes are handed to the kernel, once per subscriber "
+    "it is delivered to live.\n"
     "# TYPE websocket_message_latency_seconds histogram\n"
     "websocket_message_latency_seconds_bucket" E ",le=\"0.0001\"} 1\n"
     "websocket_message_latency_seconds_bucket" E ",le=\"0.00025\"} 1\n"
@@ -145,6 +155,146 @@ static const char golden_text[] =
     "websocket_message_latency_seconds_bucket" E ",le=\"+Inf\"} 3\n"
     "websocket_message_latency_seconds_sum" E "} 12.003100000\n"
     "websocket_message_latency_seconds_count" E "} 3\n"
+    "# HELP websocket_request_duration_seconds Time from a client request received until its "
+    "reply (pong, subscribed, unsubscribed, ack, authenticated, error) is handed to the kernel, by "
+    "request type.\n"
+    "# TYPE websocket_request_duration_seconds histogram\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.00025\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.0005\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.001\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.0025\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.005\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.01\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.025\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.05\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.1\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.25\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"0.5\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"1\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"2.5\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"5\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"10\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"ping\",le=\"+Inf\"} 2\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"ping\"} 0.000400000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"ping\"} 2\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.00025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.0005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.0025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.01\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.05\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.25\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"0.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"2.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"10\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"subscribe\",le=\"+Inf\"} 0\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"subscribe\"} 0.000000000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"subscribe\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.00025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.0005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.0025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.01\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.05\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.25\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"0.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"2.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"10\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"unsubscribe\",le=\"+Inf\"} 0\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"unsubscribe\"} 0.000000000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"unsubscribe\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.00025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.0005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.0025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.01\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.025\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.05\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.1\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.25\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"0.5\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"1\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"2.5\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"5\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"10\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"publish\",le=\"+Inf\"} 1\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"publish\"} 0.020000000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"publish\"} 1\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.00025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.0005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.0025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.01\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.05\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.25\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"0.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"2.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"10\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"auth\",le=\"+Inf\"} 0\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"auth\"} 0.000000000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"auth\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.0001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.00025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.0005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.001\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.0025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.005\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.01\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.025\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.05\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.25\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"0.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"1\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"2.5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"5\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"10\"} 0\n"
+    "websocket_request_duration_seconds_bucket" E ",type=\"invalid\",le=\"+Inf\"} 0\n"
+    "websocket_request_duration_seconds_sum" E ",type=\"invalid\"} 0.000000000\n"
+    "websocket_request_duration_seconds_count" E ",type=\"invalid\"} 0\n"
+    "# HELP websocket_client_rtt_seconds Round trip of the heartbeat: from a server ping queued for "
+    "a client until its pong (same payload) is read, one sample per pong.\n"
+    "# TYPE websocket_client_rtt_seconds histogram\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.0001\"} 0\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.00025\"} 0\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.0005\"} 0\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.001\"} 0\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.0025\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.005\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.01\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.025\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.05\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.1\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.25\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"0.5\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"1\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"2.5\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"5\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"10\"} 1\n"
+    "websocket_client_rtt_seconds_bucket" E ",le=\"+Inf\"} 2\n"
+    "websocket_client_rtt_seconds_sum" E "} 20.001500000\n"
+    "websocket_client_rtt_seconds_count" E "} 2\n"
     "# HELP websocket_messages_received_total WebSocket data messages received from clients.\n"
     "# TYPE websocket_messages_received_total counter\n"
     "websocket_messages_received_total" E "} 115\n"
@@ -158,6 +308,13 @@ static const char golden_text[] =
     "# HELP websocket_bytes_sent_total Bytes sent on WebSocket connections (frames included).\n"
     "# TYPE websocket_bytes_sent_total counter\n"
     "websocket_bytes_sent_total" E "} 1100\n"
+    "# HELP websocket_compression_bytes_total Payload bytes of messages on permessage-deflate "
+    "connections, by direction (in, out) and stage (before: uncompressed, after: on the wire).\n"
+    "# TYPE websocket_compression_bytes_total counter\n"
+    "websocket_compression_bytes_total" E ",direction=\"in\",stage=\"before\"} 30\n"
+    "websocket_compression_bytes_total" E ",direction=\"in\",stage=\"after\"} 90\n"
+    "websocket_compression_bytes_total" E ",direction=\"out\",stage=\"before\"} 4000\n"
+    "websocket_compression_bytes_total" E ",direction=\"out\",stage=\"after\"} 1000\n"
     "# HELP websocket_workers Worker processes, by state.\n"
     "# TYPE websocket_workers gauge\n"
     "websocket_workers" E ",state=\"starting\"} 1\n"
@@ -320,7 +477,7 @@ static const struct {
     {"websocket_connections_total", "counter"},
     {"websocket_disconnections_total", "counter"},
     {"websocket_connection_errors_total", "counter"},
-    /* Not in DESIGN.md's table: added with the abuse limits (issue 7), so
+    /* Not in the original design's table (docs/ARCHITECTURE.md): added with the abuse limits (issue 7), so
      * refusals (forbidden, rate_limited, ...) are counted. */
     {"websocket_messages_refused_total", "counter"},
     {"websocket_message_latency_seconds", "histogram"},
@@ -335,7 +492,7 @@ static const struct {
     {"websocket_max_connections", "gauge"},
 };
 
-/* Beyond DESIGN.md's table, for dashboards' config-change annotations. */
+/* Beyond the original design's table (docs/ARCHITECTURE.md), for dashboards' config-change annotations. */
 static const struct {
     const char *name;
     const char *type;
@@ -344,6 +501,10 @@ static const struct {
     {"websocket_queued_frame_bytes", "gauge"},
     {"websocket_stream_memory_bytes", "gauge"},
     {"websocket_stream_cursor_releases_total", "counter"},
+    /* replies apart from stream latency; heartbeat round trips */
+    {"websocket_request_duration_seconds", "histogram"},
+    {"websocket_client_rtt_seconds", "histogram"},
+    {"websocket_compression_bytes_total", "counter"},
 };
 
 static const struct {

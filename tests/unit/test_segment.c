@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +549,86 @@ START_TEST(observe_latency_updates_bucket_sum_and_count)
 }
 END_TEST
 
+/* ---- request duration, RTT and the slowest-connections table ---- */
+
+START_TEST(observe_request_and_rtt_fold_and_sum)
+{
+    struct segment *seg = mem_segment();
+    struct segment_counters *c = &seg->worker[3].counters;
+    segment_observe_request(c, REQUEST_SUBSCRIBE, 300000);     /* le 0.0005 */
+    segment_observe_request(c, REQUEST_INVALID, 30000000000ull); /* +Inf */
+    segment_observe_rtt(c, 2000000);                            /* le 0.0025 */
+    ck_assert_uint_eq(atomic_load(&c->request_bucket[REQUEST_SUBSCRIBE][2]), 1);
+    ck_assert_uint_eq(atomic_load(&c->request_sum_ns[REQUEST_SUBSCRIBE]), 300000);
+    ck_assert_uint_eq(atomic_load(&c->request_bucket[REQUEST_INVALID][SEGMENT_LATENCY_BUCKETS - 1]), 1);
+    ck_assert_uint_eq(atomic_load(&c->rtt_bucket[4]), 1);
+    segment_fold_worker(seg, 3);
+    segment_observe_rtt(c, 2000000);
+    struct segment_totals t;
+    segment_sum_counters(seg, &t);
+    ck_assert_uint_eq(t.rtt_bucket[4], 2);
+    ck_assert_uint_eq(t.rtt_sum_ns, 4000000);
+    ck_assert_uint_eq(segment_histogram_count(t.rtt_bucket), 2);
+    ck_assert_uint_eq(t.request_bucket[REQUEST_SUBSCRIBE][2], 1);
+    ck_assert_uint_eq(segment_histogram_count(t.request_bucket[REQUEST_PING]), 0);
+    ck_assert_str_eq(segment_request_type_name(REQUEST_PING), "ping");
+    ck_assert_str_eq(segment_request_type_name(REQUEST_INVALID), "invalid");
+    free(seg);
+}
+END_TEST
+
+START_TEST(histogram_quantile_interpolates_like_prometheus)
+{
+    uint64_t b[SEGMENT_LATENCY_BUCKETS] = {0};
+    ck_assert(isnan(segment_histogram_quantile(b, 0.5)));
+    /* 95 in (0.25, 0.5], 5 in (0.5, 1]: p50 inside the first, p99 at
+     * 0.5 + 0.5 * (99 - 95) / 5 = 0.9 (what promtool's test computes). */
+    b[11] = 95;
+    b[12] = 5;
+    ck_assert_double_eq_tol(segment_histogram_quantile(b, 0.99), 0.9, 1e-9);
+    ck_assert_double_eq_tol(segment_histogram_quantile(b, 0.5), 0.25 + 0.25 * 50 / 95, 1e-9);
+    /* the first bucket's lower bound is 0 */
+    uint64_t f[SEGMENT_LATENCY_BUCKETS] = {0};
+    f[0] = 10;
+    ck_assert_double_eq_tol(segment_histogram_quantile(f, 0.5), 0.00005, 1e-12);
+    /* only +Inf: the highest finite bound, as histogram_quantile answers */
+    uint64_t inf[SEGMENT_LATENCY_BUCKETS] = {0};
+    inf[SEGMENT_LATENCY_BUCKETS - 1] = 3;
+    ck_assert_double_eq(segment_histogram_quantile(inf, 0.99), 10.0);
+}
+END_TEST
+
+START_TEST(rtt_top_publish_read_and_fold)
+{
+    struct segment *seg = mem_segment();
+    struct segment_worker *w = &seg->worker[1];
+    struct segment_rtt_entry e[SEGMENT_RTT_TOP + 2], out[SEGMENT_RTT_TOP];
+    memset(e, 0, sizeof(e));
+    for (int i = 0; i < SEGMENT_RTT_TOP + 2; i++) {
+        e[i].conn_id = (uint64_t)i + 1;
+        e[i].rtt_ns = 1000000ull * (uint64_t)(20 - i);
+        snprintf(e[i].remote, sizeof(e[i].remote), "10.0.0.%d:4000", i);
+    }
+    uint32_t n = 99;
+    ck_assert_int_eq(segment_read_rtt_top(w, out, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    segment_publish_rtt_top(w, e, SEGMENT_RTT_TOP + 2); /* clipped */
+    ck_assert_int_eq(segment_read_rtt_top(w, out, &n), 0);
+    ck_assert_uint_eq(n, SEGMENT_RTT_TOP);
+    ck_assert_uint_eq(out[0].conn_id, 1);
+    ck_assert_str_eq(out[SEGMENT_RTT_TOP - 1].remote, "10.0.0.7:4000");
+    ck_assert_uint_eq(atomic_load(&w->rtt_top.seq) % 2, 0);
+    /* a writer that died mid-write: readers give up, the fold repairs it */
+    atomic_fetch_add(&w->rtt_top.seq, 1);
+    ck_assert_int_eq(segment_read_rtt_top(w, out, &n), -EAGAIN);
+    ck_assert_uint_eq(n, 0);
+    segment_fold_worker(seg, 1);
+    ck_assert_int_eq(segment_read_rtt_top(w, out, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    free(seg);
+}
+END_TEST
+
 /* ---- sums and names ---- */
 
 START_TEST(sum_counters_adds_retired_and_every_slot)
@@ -663,6 +744,9 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, latency_bucket_boundaries);
     tcase_add_test(tc, latency_buckets_agree_with_published_bounds);
     tcase_add_test(tc, observe_latency_updates_bucket_sum_and_count);
+    tcase_add_test(tc, observe_request_and_rtt_fold_and_sum);
+    tcase_add_test(tc, histogram_quantile_interpolates_like_prometheus);
+    tcase_add_test(tc, rtt_top_publish_read_and_fold);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sums");

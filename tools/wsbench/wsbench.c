@@ -30,11 +30,18 @@
  * With --pid, the server's CPU time and RSS are read from /proc for that
  * process and all its descendants (the master and its workers).
  *
+ * --payload ecg publishes tools/ecg-sim's shape (12 leads x 10 samples,
+ * millivolts with 3 decimals and noise) instead of the compressible
+ * letter padding; --deflate offers permessage-deflate (RFC 7692) on every
+ * connection and inflates what arrives compressed (the server sends
+ * without context takeover, so one inflate stream serves all clients).
+ * Wire bytes per delivered message are reported either way.
+ *
  * Only loopback addresses are accepted as --host: this is a local benchmark,
  * never a tool to aim at somebody else's server.
  *
  * Build: part of the meson project (tools/meson.build), or standalone:
- *   gcc -O2 -Wall -Wextra -Wshadow -o wsbench wsbench.c -luv -lcrypto -lm
+ *   gcc -O2 -Wall -Wextra -Wshadow -o wsbench wsbench.c -luv -lcrypto -lm -lz
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -64,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <zlib.h>
 
 /* ------------------------------------------------------------------------ */
 /* Limits and constants                                                     */
@@ -82,7 +90,7 @@
 #define BENCH_PAD_LEN                 300
 #define BENCH_PUB_BACKLOG_LIMIT       (1024 * 1024) /* unsent bytes before a publisher pauses */
 #define BENCH_PUB_MAX_BATCH           1000          /* frames per publisher per tick */
-#define BENCH_PUB_FRAME_MAX           640           /* bytes of one encoded publish frame, max */
+#define BENCH_PUB_FRAME_MAX           1600          /* bytes of one encoded publish frame, max */
 #define BENCH_ACK_RING                512           /* send times remembered per publisher */
 #define BENCH_MAX_REASONS             32
 #define BENCH_WS_GUID                 "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -140,6 +148,8 @@ typedef struct bench_opts {
     double rate;       /* fanout: total msg/s; ward: msg/s per stream */
     long pid;          /* 0: no server measurement */
     bool json_only;
+    bool deflate;         /* offer permessage-deflate */
+    bool ecg;             /* --payload ecg */
 } bench_opts;
 
 typedef struct bench_client bench_client;
@@ -163,6 +173,7 @@ struct bench_client {
     bool close_received;  /* the server's close frame arrived */
     bool close_sent;
     uint8_t frag_op;      /* opcode of the fragmented message being assembled, 0: none */
+    bool frag_rsv1;       /* ... and it is compressed */
     char accept[29];      /* expected Sec-WebSocket-Accept */
 
     uint8_t *rbuf;        /* bytes of an incomplete head/frame */
@@ -267,6 +278,12 @@ static struct bench {
     uint64_t server_pings;
     uint64_t pub_backlog_skips;
     uint64_t bytes_sent, bytes_received;
+    uint64_t bytes_received_start, bytes_received_end; /* at the measurement window's ends */
+    uint64_t compressed_msgs;
+    z_stream inf;         /* --deflate: one stream, reset per message */
+    bool inf_ready;
+    uint8_t *inf_buf;
+    size_t inf_cap;
     bench_hist lat, ack_lat;
 
     char pad[BENCH_PAD_LEN + 1];
@@ -1137,7 +1154,61 @@ static void client_on_close_frame(bench_client *c, const uint8_t *p, size_t len)
 }
 
 /* Handles one complete frame. */
-static void client_on_frame(bench_client *c, bool fin, unsigned op, const uint8_t *p, size_t len)
+/* --deflate: a compressed message (RFC 7692 7.2.2: the 4-byte tail put
+ * back, no context kept). *out points into bench.inf_buf. */
+static bool bench_inflate(bench_client *c, const uint8_t *p, size_t len, const uint8_t **out,
+                          size_t *outlen)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    z_stream *z = &bench.inf;
+    if (!bench.inf_ready) {
+        if (inflateInit2(z, -15) != Z_OK) {
+            client_fail(c, "out of memory");
+            return false;
+        }
+        bench.inf_ready = true;
+    } else {
+        inflateReset(z);
+    }
+    size_t have = 0;
+    bool tail_fed = false;
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)len;
+    for (;;) {
+        if (z->avail_in == 0 && !tail_fed) {
+            z->next_in = (Bytef *)tail;
+            z->avail_in = sizeof tail;
+            tail_fed = true;
+        }
+        if (have == bench.inf_cap) {
+            size_t ncap = bench.inf_cap ? bench.inf_cap * 2 : 65536;
+            uint8_t *nb = ncap <= BENCH_MAX_MESSAGE * 2u ? realloc(bench.inf_buf, ncap) : NULL;
+            if (!nb) {
+                client_fail(c, "protocol: compressed message inflates past %u bytes", BENCH_MAX_MESSAGE);
+                return false;
+            }
+            bench.inf_buf = nb;
+            bench.inf_cap = ncap;
+        }
+        z->next_out = bench.inf_buf + have;
+        z->avail_out = (uInt)(bench.inf_cap - have);
+        int r = inflate(z, Z_SYNC_FLUSH);
+        have = bench.inf_cap - z->avail_out;
+        if (r == Z_STREAM_END || (tail_fed && z->avail_in == 0 && z->avail_out > 0))
+            break;
+        if (r != Z_OK && !(r == Z_BUF_ERROR && z->avail_out == 0)) {
+            client_fail(c, "protocol: compressed message does not inflate (%d)", r);
+            return false;
+        }
+    }
+    bench.compressed_msgs++;
+    *out = bench.inf_buf;
+    *outlen = have;
+    return true;
+}
+
+static void client_on_frame(bench_client *c, bool fin, unsigned op, bool rsv1, const uint8_t *p,
+                            size_t len)
 {
     if (op >= 0x8) {
         if (!fin || len > 125) {
@@ -1161,6 +1232,8 @@ static void client_on_frame(bench_client *c, bool fin, unsigned op, const uint8_
             return;
         }
         if (fin) {
+            if (rsv1 && !bench_inflate(c, p, len, &p, &len))
+                return;
             if (op == 0x1)
                 client_on_text(c, (const char *)p, len);
             else
@@ -1168,6 +1241,7 @@ static void client_on_frame(bench_client *c, bool fin, unsigned op, const uint8_
             return;
         }
         c->frag_op = (uint8_t)op;
+        c->frag_rsv1 = rsv1;
     } else if (op != 0x0 || !c->frag_op) {
         client_fail(c, "protocol: %s opcode %u from server",
                     op == 0x0 ? "unexpected continuation," : "reserved", op);
@@ -1189,8 +1263,12 @@ static void client_on_frame(bench_client *c, bool fin, unsigned op, const uint8_
         c->frag_len += len;
     }
     if (fin) {
+        const uint8_t *m = c->frag;
+        size_t mlen = c->frag_len;
+        if (c->frag_rsv1 && !bench_inflate(c, m, mlen, &m, &mlen))
+            return;
         if (c->frag_op == 0x1)
-            client_on_text(c, (const char *)c->frag, c->frag_len);
+            client_on_text(c, (const char *)m, mlen);
         else
             bench.binary_frames++;
         free(c->frag);
@@ -1231,8 +1309,10 @@ static size_t client_parse_frames(bench_client *c, const uint8_t *p, size_t n, s
             for (int i = 0; i < 8; i++)
                 len = len << 8 | f[2 + i];
         }
-        if (rsv) {
-            client_fail(c, "protocol: RSV bits set without an extension");
+        /* RSV1: compressed, on the first frame of a data message only */
+        if (rsv && !(rsv == 0x40 && bench.opt.deflate && (op == 0x1 || op == 0x2))) {
+            client_fail(c, "protocol: RSV bits set %s", bench.opt.deflate ? "where RFC 7692 forbids them"
+                                                                          : "without an extension");
             break;
         }
         if (masked) {
@@ -1247,7 +1327,7 @@ static size_t client_parse_frames(bench_client *c, const uint8_t *p, size_t n, s
             *need = hdr + (size_t)len;
             break;
         }
-        client_on_frame(c, fin, op, f + hdr, (size_t)len);
+        client_on_frame(c, fin, op, rsv != 0, f + hdr, (size_t)len);
         off += hdr + (size_t)len;
     }
     return off;
@@ -1350,7 +1430,7 @@ static const char *client_check_head(bench_client *c, char *head, char *why, siz
         snprintf(why, whylen, "handshake: HTTP %d", status);
         return why;
     }
-    bool upgrade = false, accept_ok = false, accept_seen = false;
+    bool upgrade = false, accept_ok = false, accept_seen = false, deflate = false;
     while ((line = strtok_r(NULL, "\r\n", &save)) != NULL) {
         char *colon = strchr(line, ':');
         if (!colon)
@@ -1363,7 +1443,14 @@ static const char *client_check_head(bench_client *c, char *head, char *why, siz
         else if (strcasecmp(name, "Sec-WebSocket-Accept") == 0) {
             accept_seen = true;
             accept_ok = strcmp(value, c->accept) == 0;
+        } else if (strcasecmp(name, "Sec-WebSocket-Extensions") == 0) {
+            deflate = strncmp(value, "permessage-deflate", 18) == 0;
         }
+    }
+    if (deflate != bench.opt.deflate) {
+        snprintf(why, whylen, "handshake: permessage-deflate %s", deflate ? "not offered but accepted"
+                                                                        : "declined by the server");
+        return why;
     }
     if (!upgrade) {
         snprintf(why, whylen, "handshake: no 'Upgrade: websocket' in 101 response");
@@ -1489,8 +1576,11 @@ static void client_on_connect(uv_connect_t *req, int status)
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
                      "User-Agent: wsbench\r\n"
+                     "%s"
                      "\r\n",
-                     bench.host_header, key);
+                     bench.host_header, key,
+                     bench.opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                                       : "");
     c->state = CS_HANDSHAKE;
     bench_write *w = bench_write_new(c, (size_t)n);
     memcpy(w->data, reqbuf, (size_t)n);
@@ -1573,6 +1663,36 @@ static void bench_on_setup_timeout(uv_timer_t *t)
     bench_ramp();
 }
 
+/* --payload ecg: the "leads" object of one tools/ecg-sim batch (12 leads,
+ * 10 samples at 500 Hz, a PQRST shape at ~72 bpm plus noise, millivolts
+ * with 3 decimals), for batch number k. */
+static void bench_ecg_leads(char *out, size_t cap, uint64_t k)
+{
+    static const char *const leads[12] = {"I", "II", "III", "aVR", "aVL", "aVF",
+                                          "V1", "V2", "V3", "V4", "V5", "V6"};
+    size_t n = 0;
+    out[n++] = '{';
+    for (int l = 0; l < 12; l++) {
+        double gain = 0.6 + 0.05 * l;
+        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\":[", l ? "," : "", leads[l]);
+        for (int i = 0; i < 10; i++) {
+            double t = (double)(k * 10 + (uint64_t)i) / 500.0;
+            double ph = fmod(t * 1.2, 1.0);
+            double v = 0.15 * exp(-pow((ph - 0.2) / 0.025, 2)) + 1.2 * exp(-pow((ph - 0.4) / 0.01, 2)) -
+                       0.2 * exp(-pow((ph - 0.37) / 0.01, 2)) + 0.3 * exp(-pow((ph - 0.65) / 0.05, 2));
+            /* noise, about N(0, 0.01): a sum of 4 uniforms */
+            double u = 0;
+            for (int j = 0; j < 4; j++)
+                u += (double)(bench_rand32() % 10000) / 10000.0;
+            v = gain * v + (u - 2.0) * 0.017;
+            n += (size_t)snprintf(out + n, cap - n, "%s%.3f", i ? "," : "", v);
+        }
+        out[n++] = ']';
+    }
+    out[n++] = '}';
+    out[n] = '\0';
+}
+
 /* Paces publishers: each sends the messages due by now (its rate times the
  * time since its start), several in one write, so rates above one message
  * per tick work and a late tick catches up. */
@@ -1602,16 +1722,23 @@ static void bench_on_pub_tick(uv_timer_t *t)
             char msg[BENCH_PUB_FRAME_MAX - 16];
             uint64_t id = c->pub_sent + 1;
             int n;
+            char tail[1300];
+            if (bench.opt.ecg) {
+                char ecg[1200];
+                bench_ecg_leads(ecg, sizeof ecg, c->pub_sent);
+                snprintf(tail, sizeof tail, ",\"device\":\"bedside\",\"rate_hz\":500,\"leads\":%s}}", ecg);
+            } else {
+                snprintf(tail, sizeof tail, ",\"pad\":\"%s\"}}", bench.pad);
+            }
             if (with_id)
                 n = snprintf(msg, sizeof msg,
                              "{\"type\":\"publish\",\"stream\":\"%s\",\"id\":%" PRIu64
-                             ",\"data\":{\"t\":%" PRIu64 ",\"pad\":\"%s\"}}",
-                             sname, id, now, bench.pad);
+                             ",\"data\":{\"t\":%" PRIu64 "%s",
+                             sname, id, now, tail);
             else
                 n = snprintf(msg, sizeof msg,
-                             "{\"type\":\"publish\",\"stream\":\"%s\",\"data\":{\"t\":%" PRIu64
-                             ",\"pad\":\"%s\"}}",
-                             sname, now, bench.pad);
+                             "{\"type\":\"publish\",\"stream\":\"%s\",\"data\":{\"t\":%" PRIu64 "%s",
+                             sname, now, tail);
             if (n <= 0 || (size_t)n >= sizeof msg)
                 abort();
             bench_write_frame(w, 0x1, msg, (size_t)n);
@@ -1672,6 +1799,7 @@ static void bench_enter_measure(void)
     bench.proc_measure_start = bench_proc_sample_server();
     bench.client_cpu_start = bench_client_cpu_s();
     bench.measure_start_ns = bench_now_ns();
+    bench.bytes_received_start = bench.bytes_received;
     uv_timer_start(&bench.phase_timer, bench_on_phase_timer, (uint64_t)(bench.opt.duration_s * 1000.0), 0);
 }
 
@@ -1706,6 +1834,7 @@ static void bench_on_check(uv_timer_t *t)
 static void bench_enter_drain(void)
 {
     bench.measure_end_ns = bench_now_ns();
+    bench.bytes_received_end = bench.bytes_received;
     bench.client_cpu_end = bench_client_cpu_s();
     bench.proc_measure_end = bench_proc_sample_server();
     uv_timer_stop(&bench.pub_timer);
@@ -1892,6 +2021,11 @@ static void bench_report(void)
                     bench.delivered_window, measured ? bench.delivered_window / dur : 0.0, bench.delivered_total);
             fprintf(stderr, "  %-22s %" PRIu64 " acks, %" PRIu64 " errors\n", "replies", bench.acks_total,
                     bench.errors_total);
+            if (bench.delivered_window)
+                fprintf(stderr, "  %-22s %.1f received per delivered message%s (%" PRIu64 " compressed messages)\n",
+                        "wire bytes",
+                        (double)(bench.bytes_received_end - bench.bytes_received_start) / bench.delivered_window,
+                        o->deflate ? ", permessage-deflate" : "", bench.compressed_msgs);
             bench_human_hist("latency us", &bench.lat);
             if (o->scenario == SC_WARD)
                 bench_human_hist("ack latency us", &bench.ack_lat);
@@ -1962,6 +2096,12 @@ static void bench_report(void)
         bench_json_num(f, "delivered", (double)bench.delivered_window, true);
         bench_json_num(f, "delivered_per_s", measured ? bench.delivered_window / dur : 0, measured);
         bench_json_num(f, "delivered_total", (double)bench.delivered_total, true);
+        bench_json_num(f, "wire_bytes_per_delivered",
+                       bench.delivered_window
+                           ? (double)(bench.bytes_received_end - bench.bytes_received_start) / bench.delivered_window
+                           : 0,
+                       bench.delivered_window > 0);
+        bench_json_num(f, "compressed_msgs", (double)bench.compressed_msgs, true);
         bench_json_num(f, "published", (double)bench.published_window, true);
         bench_json_num(f, "published_per_s", measured ? bench.published_window / dur : 0, measured);
         bench_json_num(f, "published_total", (double)bench.published_total, true);
@@ -2040,6 +2180,9 @@ static void usage(FILE *f)
             "  --subscribers S    fanout: subscribers (default 1000); ward: per stream (default 2)\n"
             "  --rate R           fanout: total msg/s (default 30); ward: msg/s per stream (default 50)\n"
             "  --pid PID          server master pid: measure CPU and RSS of it and its descendants\n"
+            "  --payload KIND     fanout, ward: pad (300 letters, default) or ecg (a 12-lead,\n"
+            "                     10-sample batch shaped like tools/ecg-sim's)\n"
+            "  --deflate          offer permessage-deflate on every connection (fails if declined)\n"
             "  --json-only        no human table or progress on stderr\n"
             "  --help\n"
             "\n"
@@ -2116,7 +2259,7 @@ static int bench_parse_args(int argc, char **argv)
     o->rate = -1;
 
     enum { OPT_HOST = 256, OPT_PORT, OPT_SUB_PORTS, OPT_DURATION, OPT_CONNECTIONS, OPT_STREAMS, OPT_SUBSCRIBERS, OPT_RATE,
-           OPT_PID, OPT_WARMUP, OPT_JSON_ONLY, OPT_HELP };
+           OPT_PID, OPT_WARMUP, OPT_JSON_ONLY, OPT_DEFLATE, OPT_PAYLOAD, OPT_HELP };
     static const struct option longopts[] = {
         { "host", required_argument, NULL, OPT_HOST },
         { "port", required_argument, NULL, OPT_PORT },
@@ -2129,6 +2272,8 @@ static int bench_parse_args(int argc, char **argv)
         { "pid", required_argument, NULL, OPT_PID },
         { "warmup", required_argument, NULL, OPT_WARMUP },
         { "json-only", no_argument, NULL, OPT_JSON_ONLY },
+        { "deflate", no_argument, NULL, OPT_DEFLATE },
+        { "payload", required_argument, NULL, OPT_PAYLOAD },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -2191,6 +2336,13 @@ static int bench_parse_args(int argc, char **argv)
                 bad = "--pid";
             break;
         case OPT_JSON_ONLY: o->json_only = true; break;
+        case OPT_DEFLATE: o->deflate = true; break;
+        case OPT_PAYLOAD:
+            if (strcmp(optarg, "ecg") == 0)
+                o->ecg = true;
+            else if (strcmp(optarg, "pad") != 0)
+                bad = "--payload (pad or ecg)";
+            break;
         case 'h':
         case OPT_HELP: usage(stdout); return -1;
         default:
@@ -2369,6 +2521,9 @@ static void bench_free(void)
     free(bench.clients);
     free(bench.streams);
     free(bench.pubs);
+    if (bench.inf_ready)
+        inflateEnd(&bench.inf);
+    free(bench.inf_buf);
 }
 
 int main(int argc, char **argv)

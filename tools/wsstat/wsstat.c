@@ -10,7 +10,10 @@
  * it shows pid, state, connections, messages per second in and out, p50
  * and p99 message latency and restarts; then the replica's totals
  * (connections, disconnections by reason, errors by type, config
- * generation, reloads).
+ * generation, reloads); then the slowest connections by heartbeat round
+ * trip ("top by RTT": conn id, remote address, last RTT, unsent bytes,
+ * subscriptions), from the tables workers refresh every second, with the
+ * replica's RTT p50/p99 since start.
  *
  * Rates and percentiles are over the last refresh interval, from the deltas
  * of the counters and of the latency histogram (a percentile is the upper
@@ -305,6 +308,48 @@ static void wsstat_format_uptime(double s, char *out, size_t len)
         snprintf(out, len, "%ldm%02lds", t / 60, t % 60);
 }
 
+/* The slowest connections of the replica by last heartbeat RTT, slowest
+ * first: every worker's table merged. */
+#define WSSTAT_TOP_RTT 10
+
+struct wsstat_slow {
+    int slot;
+    struct segment_rtt_entry e;
+};
+
+static int wsstat_slow_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct wsstat_slow *)a)->e.rtt_ns;
+    uint64_t y = ((const struct wsstat_slow *)b)->e.rtt_ns;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int wsstat_slowest(const struct segment *seg, struct wsstat_slow *out)
+{
+    static struct wsstat_slow all[SEGMENT_WORKER_SLOTS * SEGMENT_RTT_TOP];
+    int n = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        uint32_t state = atomic_load_explicit(&seg->worker[i].state, memory_order_relaxed);
+        if (state != WORKER_RUNNING && state != WORKER_DRAINING)
+            continue;
+        struct segment_rtt_entry e[SEGMENT_RTT_TOP];
+        uint32_t count = 0;
+        if (segment_read_rtt_top(&seg->worker[i], e, &count) < 0)
+            continue;
+        for (uint32_t k = 0; k < count; k++) {
+            all[n].slot = i;
+            all[n].e = e[k];
+            all[n].e.remote[SEGMENT_REMOTE_MAX - 1] = '\0';
+            n++;
+        }
+    }
+    qsort(all, (size_t)n, sizeof(all[0]), wsstat_slow_cmp);
+    if (n > WSSTAT_TOP_RTT)
+        n = WSSTAT_TOP_RTT;
+    memcpy(out, all, (size_t)n * sizeof(*out));
+    return n;
+}
+
 static void wsstat_print_text(const struct wsstat_options *o, const struct segment *seg,
                               const struct config *cfg, uint64_t generation,
                               const struct wsstat_sample *cur, const struct wsstat_sample *prev)
@@ -361,6 +406,26 @@ static void wsstat_print_text(const struct wsstat_options *o, const struct segme
         printf(" %s %llu", segment_connection_error_name(i),
                (unsigned long long)t->connection_errors[i]);
     printf("\n");
+
+    char rtt[16];
+    wsstat_format_latency(segment_histogram_quantile(t->rtt_bucket, 0.5), p50, sizeof(p50));
+    wsstat_format_latency(segment_histogram_quantile(t->rtt_bucket, 0.99), p99, sizeof(p99));
+    printf("\ntop by RTT (heartbeat round trip; since start p50 %s, p99 %s, %llu pongs)\n", p50,
+           p99, (unsigned long long)segment_histogram_count(t->rtt_bucket));
+    struct wsstat_slow slow[WSSTAT_TOP_RTT];
+    int n = wsstat_slowest(seg, slow);
+    if (n == 0) {
+        printf("  no round trip measured yet (one per heartbeat_interval per connection)\n");
+        return;
+    }
+    printf("%-12s %-47s %10s %12s %5s\n", "CONN", "REMOTE", "RTT", "UNSENT", "SUBS");
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%d-%llu", slow[i].slot, (unsigned long long)slow[i].e.conn_id);
+        wsstat_format_latency((double)slow[i].e.rtt_ns / 1e9, rtt, sizeof(rtt));
+        printf("%-12s %-47s %10s %12llu %5u\n", id, slow[i].e.remote, rtt,
+               (unsigned long long)slow[i].e.unsent_bytes, slow[i].e.subscriptions);
+    }
 }
 
 static json_t *wsstat_json_seconds(double s)
@@ -449,6 +514,27 @@ static int wsstat_print_json(const struct wsstat_options *o, const struct segmen
         json_array_append_new(workers, jw);
     }
     json_object_set_new(root, "workers", workers);
+
+    json_t *rtt = json_object();
+    json_object_set_new(rtt, "p50_s", wsstat_json_seconds(segment_histogram_quantile(t->rtt_bucket, 0.5)));
+    json_object_set_new(rtt, "p99_s", wsstat_json_seconds(segment_histogram_quantile(t->rtt_bucket, 0.99)));
+    json_object_set_new(rtt, "samples", json_integer((json_int_t)segment_histogram_count(t->rtt_bucket)));
+    json_t *slowest = json_array();
+    struct wsstat_slow slow[WSSTAT_TOP_RTT];
+    int n = wsstat_slowest(seg, slow);
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%d-%llu", slow[i].slot, (unsigned long long)slow[i].e.conn_id);
+        json_t *js = json_object();
+        json_object_set_new(js, "conn", json_string(id));
+        json_object_set_new(js, "remote", json_string(slow[i].e.remote));
+        json_object_set_new(js, "rtt_s", json_real((double)slow[i].e.rtt_ns / 1e9));
+        json_object_set_new(js, "unsent_bytes", json_integer((json_int_t)slow[i].e.unsent_bytes));
+        json_object_set_new(js, "subscriptions", json_integer(slow[i].e.subscriptions));
+        json_array_append_new(slowest, js);
+    }
+    json_object_set_new(rtt, "slowest", slowest);
+    json_object_set_new(root, "rtt", rtt);
 
     char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);

@@ -1,0 +1,339 @@
+/*
+ * Unit suite for worker/deflate.c: the compressed twin of a shared frame
+ * (built once per window, valid RFC 7692 data that zlib reads back with
+ * that window, RSV1 set, plain below compression_min_size, for
+ * connections that did not negotiate and when deflate does not shrink the
+ * message, counted) and inflating client messages (round trip, the
+ * max_message_size bound, bombs, corrupt data, final blocks, UTF-8).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "deflate.h"
+#include "segment-t.h"
+#include "sendq.h"
+
+static struct worker *w;
+static struct segment_worker slot;
+
+static void setup(void)
+{
+    w = calloc(1, sizeof(*w));
+    memset(&slot, 0, sizeof(slot));
+    w->slot = &slot;
+    w->cfg.compression_level = 6;
+    w->cfg.compression_min_size = 256;
+}
+
+static void teardown(void)
+{
+    deflate_worker_free(w);
+    free(w);
+}
+
+/* An ECG-shaped text frame as the hub builds it. */
+static struct sendq_frame *text_frame(size_t *plen)
+{
+    char body[8192];
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"type\":\"message\",\"data\":[");
+    for (int i = 0; i < 900; i++)
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "%s%d", i ? "," : "", (i * 37) % 400 - 200);
+    body[n++] = ']';
+    body[n++] = '}';
+    struct sendq_frame *f = sendq_frame_new(4 + n);
+    f->bytes[0] = (char)0x81;
+    f->bytes[1] = 126;
+    f->bytes[2] = (char)(n >> 8);
+    f->bytes[3] = (char)n;
+    memcpy(f->bytes + 4, body, n);
+    *plen = n;
+    return f;
+}
+
+static size_t payload(const struct sendq_frame *f, const uint8_t **p)
+{
+    const uint8_t *b = (const uint8_t *)f->bytes;
+    size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
+    *p = b + h;
+    return f->len - h;
+}
+
+/* Inflate like a client of window `wbits` (RFC 7692 7.2.2). */
+static size_t client_inflate(const uint8_t *in, size_t len, int wbits, uint8_t *out, size_t cap)
+{
+    z_stream s = {0};
+    ck_assert_int_eq(inflateInit2(&s, -wbits), Z_OK);
+    uint8_t *buf = malloc(len + 4);
+    memcpy(buf, in, len);
+    memcpy(buf + len, "\x00\x00\xff\xff", 4);
+    s.next_in = buf;
+    s.avail_in = (uInt)len + 4;
+    s.next_out = out;
+    s.avail_out = (uInt)cap;
+    int r = inflate(&s, Z_SYNC_FLUSH);
+    ck_assert_msg(r == Z_OK || r == Z_STREAM_END, "inflate: %d", r);
+    ck_assert_uint_eq(s.avail_in, 0);
+    size_t n = cap - s.avail_out;
+    inflateEnd(&s);
+    free(buf);
+    return n;
+}
+
+static struct conn conn_with(uint8_t wbits)
+{
+    struct conn c;
+    memset(&c, 0, sizeof(c));
+    c.w = w;
+    c.pmd_wbits = wbits;
+    return c;
+}
+
+START_TEST(twin_built_once_and_shared)
+{
+    size_t plen;
+    struct sendq_frame *f = text_frame(&plen);
+    struct conn a = conn_with(15), b = conn_with(15);
+    struct sendq_frame *t = deflate_frame_for(&a, f);
+    ck_assert_ptr_ne(t, f);
+    ck_assert_uint_eq((uint8_t)t->bytes[0], 0xc1); /* FIN + RSV1 + text */
+    ck_assert_ptr_eq(deflate_frame_for(&b, f), t);
+    const uint8_t *p;
+    size_t clen = payload(t, &p);
+    ck_assert_uint_lt(clen * 3, plen);
+    uint8_t out[16384];
+    ck_assert_uint_eq(client_inflate(p, clen, 15, out, sizeof(out)), plen);
+    ck_assert_mem_eq(out, f->bytes + 4, plen);
+    ck_assert_uint_eq(slot.counters.compression_bytes[COMPRESSION_OUT][COMPRESSION_BEFORE], 2 * plen);
+    ck_assert_uint_eq(slot.counters.compression_bytes[COMPRESSION_OUT][COMPRESSION_AFTER], 2 * clen);
+    /* the queue's reference outlives the builder's */
+    t->refs++;
+    sendq_frame_unref(f);
+    ck_assert_uint_eq(client_inflate(p, clen, 15, out, sizeof(out)), plen);
+    sendq_frame_unref(t);
+}
+END_TEST
+
+START_TEST(one_twin_per_window)
+{
+    size_t plen;
+    struct sendq_frame *f = text_frame(&plen);
+    uint8_t out[16384];
+    struct sendq_frame *seen[16] = {0};
+    for (int wb = 8; wb <= 15; wb++) {
+        struct conn c = conn_with((uint8_t)wb);
+        struct sendq_frame *t = deflate_frame_for(&c, f);
+        ck_assert_ptr_ne(t, f);
+        ck_assert_uint_eq(t->wbits, wb);
+        seen[wb] = t;
+        const uint8_t *p;
+        size_t clen = payload(t, &p);
+        /* a client with exactly that window reads it */
+        ck_assert_uint_eq(client_inflate(p, clen, wb, out, sizeof(out)), plen);
+        ck_assert_mem_eq(out, f->bytes + 4, plen);
+    }
+    for (int wb = 8; wb <= 15; wb++) {
+        struct conn c = conn_with((uint8_t)wb);
+        ck_assert_ptr_eq(deflate_frame_for(&c, f), seen[wb]);
+    }
+    sendq_frame_unref(f); /* frees the whole chain (the leak check says so) */
+}
+END_TEST
+
+START_TEST(plain_when_not_worth_it)
+{
+    size_t plen;
+    struct sendq_frame *f = text_frame(&plen);
+    struct conn none = conn_with(0), c = conn_with(15);
+    ck_assert_ptr_eq(deflate_frame_for(&none, f), f);
+    w->cfg.compression_min_size = (int64_t)plen + 1;
+    ck_assert_ptr_eq(deflate_frame_for(&c, f), f);
+    ck_assert_uint_eq(slot.counters.compression_bytes[COMPRESSION_OUT][COMPRESSION_BEFORE], 0);
+    w->cfg.compression_min_size = (int64_t)plen;
+    ck_assert_ptr_ne(deflate_frame_for(&c, f), f);
+    sendq_frame_unref(f);
+
+    /* bytes deflate cannot shrink: plain, and not tried again */
+    struct sendq_frame *r = sendq_frame_new(4 + 1000);
+    r->bytes[0] = (char)0x81;
+    r->bytes[1] = 126;
+    r->bytes[2] = (char)(1000 >> 8);
+    r->bytes[3] = (char)(1000 & 0xff);
+    srandom(7);
+    for (int i = 0; i < 1000; i++)
+        r->bytes[4 + i] = (char)random();
+    w->cfg.compression_min_size = 0;
+    ck_assert_ptr_eq(deflate_frame_for(&c, r), r);
+    ck_assert_uint_ne(r->incompressible & (1u << 15), 0);
+    ck_assert_ptr_eq(deflate_frame_for(&c, r), r);
+    sendq_frame_unref(r);
+}
+END_TEST
+
+START_TEST(level_change_applies)
+{
+    size_t plen;
+    struct sendq_frame *f = text_frame(&plen), *g = text_frame(&plen);
+    struct conn c = conn_with(15);
+    w->cfg.compression_level = 1;
+    const uint8_t *p;
+    size_t fast = payload(deflate_frame_for(&c, f), &p);
+    w->cfg.compression_level = 9;
+    struct sendq_frame *t = deflate_frame_for(&c, g);
+    size_t best = payload(t, &p);
+    ck_assert_uint_le(best, fast);
+    uint8_t out[16384];
+    ck_assert_uint_eq(client_inflate(p, best, 15, out, sizeof(out)), plen);
+    sendq_frame_unref(f);
+    sendq_frame_unref(g);
+}
+END_TEST
+
+/* Raw deflate as a client sends it: sync flush, tail stripped; or a final
+ * block (Z_FINISH) when `final`. */
+static size_t client_deflate(const void *in, size_t len, uint8_t *out, size_t cap, int final)
+{
+    z_stream s = {0};
+    ck_assert_int_eq(deflateInit2(&s, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    s.next_in = (Bytef *)in;
+    s.avail_in = (uInt)len;
+    s.next_out = out;
+    s.avail_out = (uInt)cap;
+    int r = deflate(&s, final ? Z_FINISH : Z_SYNC_FLUSH);
+    ck_assert_int_eq(r, final ? Z_STREAM_END : Z_OK);
+    size_t n = cap - s.avail_out;
+    deflateEnd(&s);
+    if (!final) {
+        ck_assert_mem_eq(out + n - 4, "\x00\x00\xff\xff", 4);
+        n -= 4;
+    }
+    return n;
+}
+
+START_TEST(inflate_round_trip)
+{
+    static const char msg[] = "{\"type\":\"publish\",\"stream\":\"p\",\"data\":[1,2,3,1,2,3,1,2,3]}";
+    uint8_t c[256];
+    for (int final = 0; final <= 1; final++) {
+        size_t n = client_deflate(msg, sizeof(msg) - 1, c, sizeof(c), final);
+        uint8_t *out = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(deflate_inflate(w, c, n, 1024, &out, &len), 0);
+        ck_assert_uint_eq(len, sizeof(msg) - 1);
+        ck_assert_mem_eq(out, msg, len);
+        free(out);
+    }
+    /* an empty message: an empty stored block, or nothing at all */
+    uint8_t *out = NULL;
+    size_t len = 7;
+    ck_assert_int_eq(deflate_inflate(w, (const uint8_t *)"\x00", 1, 1024, &out, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    free(out);
+    ck_assert_int_eq(deflate_inflate(w, NULL, 0, 1024, &out, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    free(out);
+}
+END_TEST
+
+START_TEST(inflate_limit_is_exact)
+{
+    char msg[1000];
+    memset(msg, 'a', sizeof(msg));
+    uint8_t c[256];
+    size_t n = client_deflate(msg, sizeof(msg), c, sizeof(c), 0);
+    uint8_t *out = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(deflate_inflate(w, c, n, 1000, &out, &len), 0);
+    ck_assert_uint_eq(len, 1000);
+    free(out);
+    ck_assert_int_eq(deflate_inflate(w, c, n, 999, &out, &len), -EMSGSIZE);
+    ck_assert_int_eq(deflate_inflate(w, c, n, 16, &out, &len), -EMSGSIZE);
+}
+END_TEST
+
+START_TEST(inflate_bomb_stops_at_the_limit)
+{
+    /* 64 MiB of spaces deflates to ~64 KiB */
+    size_t big = 64u << 20;
+    char *msg = malloc(big);
+    memset(msg, ' ', big);
+    size_t cap = big / 500;
+    uint8_t *c = malloc(cap);
+    size_t n = client_deflate(msg, big, c, cap, 0);
+    free(msg);
+    ck_assert_uint_lt(n, 128 * 1024);
+    uint8_t *out = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(deflate_inflate(w, c, n, 1 << 20, &out, &len), -EMSGSIZE);
+    /* the thread pool's own stream: the same bound */
+    ck_assert_int_eq(deflate_inflate_alone(c, n, 1 << 20, &out, &len), -EMSGSIZE);
+    ck_assert_int_eq(deflate_inflate_alone(c, n, 64u << 20, &out, &len), 0);
+    ck_assert_uint_eq(len, big);
+    free(out);
+    /* the worker's stream is fine for the next message */
+    static const char ok[] = "{\"type\":\"ping\"}";
+    size_t m = client_deflate(ok, sizeof(ok) - 1, c, cap, 0);
+    ck_assert_int_eq(deflate_inflate(w, c, m, 1 << 20, &out, &len), 0);
+    ck_assert_mem_eq(out, ok, len);
+    free(out);
+    free(c);
+}
+END_TEST
+
+START_TEST(inflate_rejects_bad_data)
+{
+    uint8_t *out = NULL;
+    size_t len = 0;
+    /* BTYPE 11 is reserved */
+    ck_assert_int_eq(deflate_inflate(w, (const uint8_t *)"\xff\xff\xff", 3, 1024, &out, &len),
+                     -EBADMSG);
+    /* something after a final block */
+    static const char msg[] = "{\"a\":1}";
+    uint8_t c[64];
+    size_t n = client_deflate(msg, sizeof(msg) - 1, c, sizeof(c) - 3, 1);
+    memcpy(c + n, "xyz", 3);
+    ck_assert_int_eq(deflate_inflate(w, c, n + 3, 1024, &out, &len), -EBADMSG);
+    /* valid deflate, invalid UTF-8 text (an overlong '/', a lone surrogate) */
+    static const char *const bad[] = {"\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"",
+                                      "\"\xe2\x82\""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        n = client_deflate(bad[i], strlen(bad[i]), c, sizeof(c), 0);
+        ck_assert_int_eq(deflate_inflate(w, c, n, 1024, &out, &len), -EILSEQ);
+    }
+    static const char good[] = "\"\xe2\x82\xac \xf0\x9f\x92\x93\"";
+    n = client_deflate(good, strlen(good), c, sizeof(c), 0);
+    ck_assert_int_eq(deflate_inflate(w, c, n, 1024, &out, &len), 0);
+    free(out);
+}
+END_TEST
+
+static Suite *deflate_suite(void)
+{
+    Suite *s = suite_create("deflate");
+    TCase *tc = tcase_create("out");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, twin_built_once_and_shared);
+    tcase_add_test(tc, one_twin_per_window);
+    tcase_add_test(tc, plain_when_not_worth_it);
+    tcase_add_test(tc, level_change_applies);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("in");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, inflate_round_trip);
+    tcase_add_test(tc, inflate_limit_is_exact);
+    tcase_add_test(tc, inflate_bomb_stops_at_the_limit);
+    tcase_add_test(tc, inflate_rejects_bad_data);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(deflate_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

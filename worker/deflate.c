@@ -1,0 +1,306 @@
+#include "deflate.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "log.h"
+#include "segment.h"
+#include "sendq.h"
+#include "wsframe.h"
+
+#define DEFLATE_WBITS_MIN 8
+#define DEFLATE_WBITS_COUNT 8 /* 8..15 */
+/* zlib's default: 128 KiB of hash tables; the streams are per worker. */
+#define DEFLATE_MEM_LEVEL 8
+/* What RFC 7692 7.2.1 strips from the end of every compressed message
+ * (the empty stored block of a sync flush), and 7.2.2 puts back. */
+static const uint8_t deflate_tail[4] = {0x00, 0x00, 0xff, 0xff};
+
+struct deflate_worker {
+    z_stream def[DEFLATE_WBITS_COUNT];
+    int def_level[DEFLATE_WBITS_COUNT]; /* 0: stream not initialised */
+    z_stream inf;
+    int inf_ready;
+    uint8_t *scratch;                   /* deflate output before its exact-size frame */
+    size_t scratch_cap;
+};
+
+static struct deflate_worker *deflate_get(struct worker *w)
+{
+    if (!w->deflate)
+        w->deflate = calloc(1, sizeof(*w->deflate));
+    return w->deflate;
+}
+
+void deflate_worker_free(struct worker *w)
+{
+    struct deflate_worker *d = w->deflate;
+    if (!d)
+        return;
+    for (int i = 0; i < DEFLATE_WBITS_COUNT; i++) {
+        if (d->def_level[i])
+            deflateEnd(&d->def[i]);
+    }
+    if (d->inf_ready)
+        inflateEnd(&d->inf);
+    free(d->scratch);
+    free(d);
+    w->deflate = NULL;
+}
+
+/* The stream for window `wbits` at `level`, ready for a new message.
+ * zlib has no 256-byte raw window: for 8 the stream codes literals only
+ * (Huffman-only), which refers to nothing before and so fits any window. */
+static z_stream *deflate_stream(struct deflate_worker *d, unsigned wbits, int level)
+{
+    unsigned i = wbits - DEFLATE_WBITS_MIN;
+    z_stream *s = &d->def[i];
+    int strategy = wbits == 8 ? Z_HUFFMAN_ONLY : Z_DEFAULT_STRATEGY;
+    if (!d->def_level[i]) {
+        memset(s, 0, sizeof(*s));
+        int zw = wbits == 8 ? 9 : (int)wbits;
+        if (deflateInit2(s, level, Z_DEFLATED, -zw, DEFLATE_MEM_LEVEL, strategy) != Z_OK)
+            return NULL;
+        d->def_level[i] = level;
+    } else if (d->def_level[i] != level) {
+        /* compression_level changed on reload; the stream is between
+         * messages (reset), so nothing is pending to flush. */
+        if (deflateParams(s, level, strategy) != Z_OK)
+            return NULL;
+        d->def_level[i] = level;
+    }
+    return s;
+}
+
+/* Payload offset and length of a frame this process built (unmasked). */
+static size_t deflate_frame_payload(const struct sendq_frame *f, size_t *len)
+{
+    const uint8_t *p = (const uint8_t *)f->bytes;
+    uint8_t len7 = p[1] & 0x7f;
+    size_t hlen = len7 < 126 ? 2 : len7 == 126 ? 4 : 10;
+    *len = f->len - hlen;
+    return hlen;
+}
+
+/* Deflate `len` bytes as one message (RFC 7692 7.2.1) into the scratch
+ * buffer. Returns the compressed length, or 0 when it would not be
+ * smaller than the input or zlib failed. */
+static size_t deflate_message(struct deflate_worker *d, z_stream *s, const uint8_t *in,
+                              size_t len)
+{
+    /* Room for the worst case: stored blocks plus the flush marker. */
+    size_t need = deflateBound(s, len) + 16;
+    if (need > d->scratch_cap) {
+        uint8_t *p = realloc(d->scratch, need);
+        if (!p)
+            return 0;
+        d->scratch = p;
+        d->scratch_cap = need;
+    }
+    s->next_in = (Bytef *)in;
+    s->avail_in = (uInt)len;
+    s->next_out = d->scratch;
+    s->avail_out = (uInt)d->scratch_cap;
+    int r = deflate(s, Z_SYNC_FLUSH);
+    size_t out = d->scratch_cap - s->avail_out;
+    deflateReset(s);
+    if (r != Z_OK || s->avail_in != 0 || out < sizeof(deflate_tail) ||
+        memcmp(d->scratch + out - sizeof(deflate_tail), deflate_tail, sizeof(deflate_tail)) != 0)
+        return 0;
+    out -= sizeof(deflate_tail);
+    return out < len ? out : 0;
+}
+
+static void deflate_count(struct conn *c, int dir, uint64_t before, uint64_t after)
+{
+    struct segment_counters *ctr = &c->w->slot->counters;
+    segment_counter_add(&ctr->compression_bytes[dir][COMPRESSION_BEFORE], before);
+    segment_counter_add(&ctr->compression_bytes[dir][COMPRESSION_AFTER], after);
+}
+
+struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f)
+{
+    unsigned wbits = c->pmd_wbits;
+    if (!wbits || (uint8_t)f->bytes[0] != 0x81)
+        return f;
+    size_t plen;
+    size_t hlen = deflate_frame_payload(f, &plen);
+    if (plen < (uint64_t)c->w->cfg.compression_min_size)
+        return f;
+    for (struct sendq_frame *t = f->twin; t; t = t->twin) {
+        if (t->wbits == wbits) {
+            size_t tlen;
+            deflate_frame_payload(t, &tlen);
+            deflate_count(c, COMPRESSION_OUT, plen, tlen);
+            return t;
+        }
+    }
+    uint16_t bit = (uint16_t)(1u << wbits);
+    struct deflate_worker *d = deflate_get(c->w);
+    z_stream *s = d && !(f->incompressible & bit)
+                      ? deflate_stream(d, wbits, (int)c->w->cfg.compression_level)
+                      : NULL;
+    size_t clen = s ? deflate_message(d, s, (const uint8_t *)f->bytes + hlen, plen) : 0;
+    struct sendq_frame *t = clen ? sendq_frame_new(wsframe_header_size(clen) + clen)
+                                 : NULL;
+    if (!t) {
+        /* Not smaller (or out of memory): this window sends it plain. */
+        if (s)
+            f->incompressible |= bit;
+        deflate_count(c, COMPRESSION_OUT, plen, plen);
+        return f;
+    }
+    size_t th = wsframe_put_header((uint8_t *)t->bytes, WSFRAME_TEXT | WSFRAME_RSV1, clen);
+    memcpy(t->bytes + th, d->scratch, clen);
+    t->wbits = (uint8_t)wbits;
+    /* f's chain owns t's first reference. */
+    t->twin = f->twin;
+    f->twin = t;
+    deflate_count(c, COMPRESSION_OUT, plen, clen);
+    return t;
+}
+
+/* RFC 3629: shortest forms only, no surrogates, nothing above U+10FFFF. */
+static int deflate_utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp, min;
+        if ((b & 0xe0) == 0xc0) {
+            k = 1, cp = b & 0x1f, min = 0x80;
+        } else if ((b & 0xf0) == 0xe0) {
+            k = 2, cp = b & 0x0f, min = 0x800;
+        } else if ((b & 0xf8) == 0xf0) {
+            k = 3, cp = b & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* Inflate with a stream ready for a new message. */
+static int deflate_inflate_on(z_stream *s, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                              size_t *out_len)
+{
+    /* Start near the likely size; grow by doubling, never past max + 1
+     * (the one byte that proves the message too large). */
+    size_t limit = max + 1;
+    size_t cap = len < limit / 4 ? len * 4 : limit;
+    if (cap < 256)
+        cap = limit < 256 ? limit : 256;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    s->next_in = (Bytef *)in;
+    s->avail_in = (uInt)len;
+    s->next_out = buf;
+    s->avail_out = (uInt)cap;
+    int tail_fed = 0, err = 0;
+    for (;;) {
+        if (s->avail_in == 0 && !tail_fed) {
+            s->next_in = (Bytef *)deflate_tail;
+            s->avail_in = sizeof(deflate_tail);
+            tail_fed = 1;
+        }
+        if (s->avail_out == 0) {
+            if (cap >= limit) {
+                err = -EMSGSIZE;
+                break;
+            }
+            size_t ncap = cap * 2 < limit ? cap * 2 : limit;
+            uint8_t *p = realloc(buf, ncap);
+            if (!p) {
+                err = -ENOMEM;
+                break;
+            }
+            buf = p;
+            s->next_out = buf + cap;
+            s->avail_out = (uInt)(ncap - cap);
+            cap = ncap;
+        }
+        int r = inflate(s, Z_SYNC_FLUSH);
+        if (r == Z_STREAM_END) {
+            /* A final block (BFINAL) may end the message; nothing of the
+             * message may follow it. */
+            if (!tail_fed && s->avail_in)
+                err = -EBADMSG;
+            break;
+        }
+        if (r == Z_MEM_ERROR) {
+            err = -ENOMEM;
+            break;
+        }
+        if (r != Z_OK && r != Z_BUF_ERROR) {
+            err = -EBADMSG;
+            break;
+        }
+        if (tail_fed && s->avail_in == 0 && s->avail_out > 0)
+            break; /* all input read, all output out */
+        if (r == Z_BUF_ERROR && s->avail_out > 0 && s->avail_in > 0) {
+            err = -EBADMSG; /* no progress possible */
+            break;
+        }
+    }
+    size_t n = cap - s->avail_out;
+    if (!err && n > max)
+        err = -EMSGSIZE;
+    if (!err && !deflate_utf8_valid(buf, n))
+        err = -EILSEQ;
+    if (err) {
+        free(buf);
+        return err;
+    }
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
+int deflate_inflate(struct worker *w, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                    size_t *out_len)
+{
+    struct deflate_worker *d = deflate_get(w);
+    if (!d)
+        return -ENOMEM;
+    z_stream *s = &d->inf;
+    if (!d->inf_ready) {
+        memset(s, 0, sizeof(*s));
+        /* A 32 KiB window reads whatever window the client deflated with. */
+        if (inflateInit2(s, -15) != Z_OK)
+            return -ENOMEM;
+        d->inf_ready = 1;
+    } else {
+        inflateReset(s);
+    }
+    return deflate_inflate_on(s, in, len, max, out, out_len);
+}
+
+int deflate_inflate_alone(const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                          size_t *out_len)
+{
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    if (inflateInit2(&s, -15) != Z_OK)
+        return -ENOMEM;
+    int r = deflate_inflate_on(&s, in, len, max, out, out_len);
+    inflateEnd(&s);
+    return r;
+}
