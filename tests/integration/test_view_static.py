@@ -176,3 +176,21 @@ def test_view_over_tls(gateway_factory, tmp_path):
     status, h2, body2 = get(gw.port, "/view", tls=True, extra=f"If-None-Match: {h['etag']}\r\n")
     assert status == 304 and body2 == b""
     assert get(gw.port, "/view/../etc/passwd", tls=True)[0] == 404
+
+
+def test_image_build_context_holds_the_view_files():
+    """The Dockerfile builds with meson, which compiles the page in: every
+    file view-files.c is made from must reach the build stage."""
+    with open(os.path.join(ROOT, "meson.build")) as f:
+        meson = f.read()
+    block = meson[meson.index("custom_target('view-files'"):]
+    inputs = re.findall(r"'((?:view|clients)/[^']+)'", block[:block.index("output")])
+    assert sorted(inputs) == sorted(VIEW_FILES.values())
+    k8s = os.path.join(ROOT, "etc", "kubernetes")
+    with open(os.path.join(k8s, "Dockerfile")) as f:
+        copies = [l.split()[1] for l in f if l.startswith("COPY ") and "--from" not in l]
+    with open(os.path.join(k8s, "Dockerfile.dockerignore")) as f:
+        allowed = [l.strip()[1:] for l in f if l.startswith("!")]
+    for path in inputs + ["view/embed.py"]:
+        assert any(path.startswith(c) for c in copies), (path, copies)
+        assert any(path.startswith(a) for a in allowed), (path, allowed)
