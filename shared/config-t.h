@@ -58,6 +58,9 @@ struct config {
     int64_t broker_count;        /* 0: "none", a single replica */
     char broker[CONFIG_BROKERS_MAX][CONFIG_URL_MAX]; /* Redis URLs (restart to change) */
     char broker_password_file[CONFIG_PATH_MAX];
+    char broker_sentinel_password_file[CONFIG_PATH_MAX];
+    int64_t broker_replicas_ack;  /* publishes acked once WAIT saw this many replicas hold them */
+    int64_t broker_timeout;       /* seconds: WAIT's bound, a silent pub/sub connection's life */
     int64_t max_messages_per_second; /* per connection, token bucket; 0 = off */
     int64_t message_burst;           /* bucket size */
     int64_t max_connections_per_ip;  /* replica-wide; 0 = off */

@@ -90,9 +90,18 @@ static const struct config_key config_keys[] = {
            "seconds without subscriber or publish before a stream and its history are dropped"),
     {"broker", CONFIG_KEY_BROKERS, offsetof(struct config, broker), 0, "none", 0,
      CONFIG_BROKERS_MAX, NULL, NULL, 0,
-     "\"none\" (single replica) or a list of redis:// URLs streams are sharded over "
+     "\"none\" (single replica) or a list of redis:// or redis-sentinel:// URLs streams are "
+     "sharded over "
      "(restart to change)"},
     CK_PATH(broker_password_file, "file holding the Redis password (never logged); empty: none"),
+    CK_PATH(broker_sentinel_password_file,
+            "file holding the Redis Sentinels' password (never logged); empty: none"),
+    CK_INT(broker_replicas_ack, 0, 0, 16, 0,
+           "replicas that must hold a publish (Redis WAIT) before it is acknowledged; "
+           "0 = acknowledged once the master has it"),
+    CK_INT(broker_timeout, 5, 1, 60, 0,
+           "seconds WAIT may take, and a pub/sub connection may stay silent to its "
+           "pings before it is replaced"),
     CK_BOOL(config_watch, 0,
             "reload by itself when the config files change (inotify; Kubernetes configmap swaps)"),
     CK_INT(max_messages_per_second, 10000, 0, 1000000, 0,

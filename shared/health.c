@@ -47,6 +47,11 @@ enum health_status health_status(const struct segment *seg, const char **reason)
             *reason = "cluster broker unreachable: publishes to its streams are refused";
             return HEALTH_DEGRADED;
         }
+        if (!segment_broker_sub_up(seg, b)) {
+            *reason = "cluster broker subscription down: subscribers to its streams receive "
+                      "nothing new until it is replaced";
+            return HEALTH_DEGRADED;
+        }
     }
     return HEALTH_OK;
 }
@@ -136,7 +141,10 @@ int health_render_detailed(const struct segment *seg, struct textbuf *out)
             broker_url_label(cfg.broker[b], label, sizeof(label));
             json_t *jb = json_object();
             json_object_set_new(jb, "broker", json_string(label));
-            json_object_set_new(jb, "up", json_boolean(segment_broker_up(seg, b)));
+            int cmd = segment_broker_up(seg, b), subscription = segment_broker_sub_up(seg, b);
+            json_object_set_new(jb, "up", json_boolean(cmd && subscription));
+            json_object_set_new(jb, "commands_up", json_boolean(cmd));
+            json_object_set_new(jb, "subscription_up", json_boolean(subscription));
             json_array_append_new(brokers, jb);
         }
         json_object_set_new(root, "broker", brokers);

@@ -92,21 +92,31 @@ static void metrics_latency(struct textbuf *out, const char *env, const struct s
 }
 
 /* Cluster mode: one set of series per configured broker, labelled with
- * its host:port/db (never its password). A broker is up when every
- * running worker is connected to it. */
+ * its host:port/db or sentinel:name/db (never its password). Its command
+ * side is up when every running worker has a command connection to the
+ * master; its subscription side when every worker's pub/sub connection
+ * answers its pings: they fail apart, and both matter. */
 static void metrics_brokers(struct textbuf *out, const char *env, const struct segment *seg,
                             const struct config *cfg, const struct segment_totals *t)
 {
     metrics_header(out, "websocket_broker_up", "gauge",
-                   "1 when every running worker is connected to this cluster broker.");
+                   "1 when every running worker's connection of this kind (command: to the "
+                   "master, for publishes and reads; subscription: pub/sub, answering its "
+                   "pings) to this cluster broker is up.");
     for (int b = 0; b < cfg->broker_count; b++) {
         char label[96];
         broker_url_label(cfg->broker[b], label, sizeof(label));
-        metrics_sample(out, "websocket_broker_up", env, "broker", label,
-                       (uint64_t)segment_broker_up(seg, b));
+        textbuf_appendf(out,
+                        "websocket_broker_up{environment=\"%s\",broker=\"%s\","
+                        "connection=\"command\"} %d\n"
+                        "websocket_broker_up{environment=\"%s\",broker=\"%s\","
+                        "connection=\"subscription\"} %d\n",
+                        env, label, segment_broker_up(seg, b), env, label,
+                        segment_broker_sub_up(seg, b));
     }
     metrics_header(out, "websocket_broker_latency_seconds", "histogram",
-                   "Round trip of a publish to the cluster broker (store, sequence, announce).");
+                   "Round trip of a publish to the cluster broker (store, sequence, announce; with "
+                   "broker_replicas_ack, until WAIT confirms).");
     for (int b = 0; b < cfg->broker_count; b++) {
         char label[96], labels[128];
         broker_url_label(cfg->broker[b], label, sizeof(label));
@@ -116,7 +126,8 @@ static void metrics_brokers(struct textbuf *out, const char *env, const struct s
     }
     metrics_header(out, "websocket_broker_errors_total", "counter",
                    "Cluster broker failures: connect (lost or refused), timeout (pool_timeout), "
-                   "command (Redis refused).");
+                   "command (Redis refused), replicas (WAIT saw too few replicas), "
+                   "subscription (pub/sub connection silent, replaced).");
     for (int b = 0; b < cfg->broker_count; b++) {
         char label[96];
         broker_url_label(cfg->broker[b], label, sizeof(label));

@@ -150,6 +150,8 @@ enum segment_broker_error {
     BROKER_ERROR_CONNECT = 0, /* connection lost or refused */
     BROKER_ERROR_TIMEOUT,     /* no answer within pool_timeout */
     BROKER_ERROR_COMMAND,     /* Redis answered with an error */
+    BROKER_ERROR_REPLICAS,    /* WAIT saw fewer than broker_replicas_ack replicas */
+    BROKER_ERROR_SUBSCRIPTION, /* the pub/sub connection went silent and was replaced */
     BROKER_ERROR_TYPE_COUNT
 };
 
@@ -163,7 +165,8 @@ struct segment_broker_counters {
 
 /* Gauges of one broker, per worker. */
 struct segment_broker_state {
-    _Atomic uint32_t up;          /* 1: this worker's connections to it are up */
+    _Atomic uint32_t up;          /* 1: this worker's command connection to it is up */
+    _Atomic uint32_t sub_up;      /* 1: this worker's pub/sub connection to it is up */
     _Atomic uint32_t pool_in_use; /* command connections with requests in flight */
     _Atomic uint32_t pool_idle;   /* open command connections with none */
 };

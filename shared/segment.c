@@ -63,7 +63,8 @@ const char *segment_connection_error_name(enum segment_connection_error e)
 
 const char *segment_broker_error_name(enum segment_broker_error e)
 {
-    static const char *const names[BROKER_ERROR_TYPE_COUNT] = {"connect", "timeout", "command"};
+    static const char *const names[BROKER_ERROR_TYPE_COUNT] = {"connect", "timeout", "command",
+                                                                      "replicas", "subscription"};
     return names[e];
 }
 
@@ -75,6 +76,18 @@ int segment_broker_up(const struct segment *seg, int broker)
             continue;
         running++;
         up &= atomic_load(&seg->worker[i].broker[broker].up) != 0;
+    }
+    return up && running;
+}
+
+int segment_broker_sub_up(const struct segment *seg, int broker)
+{
+    int up = 1, running = 0;
+    for (int i = 0; i < SEGMENT_WORKER_SLOTS; i++) {
+        if (atomic_load(&seg->worker[i].state) != WORKER_RUNNING)
+            continue;
+        running++;
+        up &= atomic_load(&seg->worker[i].broker[broker].sub_up) != 0;
     }
     return up && running;
 }
@@ -390,6 +403,7 @@ void segment_fold_worker(struct segment *seg, int slot)
         segment_fold_counter(&r->broker[b].latency_sum_ns, &c->broker[b].latency_sum_ns);
         segment_fold_counter(&r->broker[b].latency_count, &c->broker[b].latency_count);
         atomic_store(&w->broker[b].up, 0);
+        atomic_store(&w->broker[b].sub_up, 0);
         atomic_store(&w->broker[b].pool_in_use, 0);
         atomic_store(&w->broker[b].pool_idle, 0);
     }

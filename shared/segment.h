@@ -101,8 +101,11 @@ const char *segment_disconnect_reason_name(enum segment_disconnect_reason r);
 const char *segment_connection_error_name(enum segment_connection_error e);
 const char *segment_worker_state_name(enum segment_worker_state s);
 const char *segment_broker_error_name(enum segment_broker_error e);
-/* A cluster broker is up when every running worker is connected to it. */
+/* A cluster broker's command side is up when every running worker has a
+ * command connection to its master; its subscription side when every
+ * running worker's pub/sub connection to it answers. */
 int segment_broker_up(const struct segment *seg, int broker);
+int segment_broker_sub_up(const struct segment *seg, int broker);
 const char *segment_refusal_name(enum segment_refusal r);
 const char *segment_request_type_name(enum segment_request_type t);
 

@@ -240,6 +240,7 @@ static void cluster_on_fill(void *arg, int err, const struct broker_entry *e, si
 {
     struct hub_stream *hs = arg;
     struct worker *w = hs->owner;
+    int open_ended = hs->filling == 2;
     hs->refs--;
     hs->filling = 0;
     if (err || hs->cstate != HUB_LIVE)
@@ -251,7 +252,10 @@ static void cluster_on_fill(void *arg, int err, const struct broker_entry *e, si
             cluster_gap(hs, hs->delivered_seq + 1, e[i].seq - 1);
         cluster_deliver(hs, e[i].seq, e[i].ts_ms, e[i].data, e[i].len);
     }
-    if (hs->held && hs->held->seq > hs->delivered_seq + 1)
+    /* An open-ended fill stops at the last announced seq, which may lag
+     * what the channel already brought (an announce lost with a failed
+     * master): ask for the hole by number before calling it a gap. */
+    if (!open_ended && hs->held && hs->held->seq > hs->delivered_seq + 1)
         cluster_gap(hs, hs->delivered_seq + 1, hs->held->seq - 1);
     cluster_drain_held(w, hs);
 }
@@ -260,11 +264,15 @@ static void cluster_fill(struct worker *w, struct hub_stream *hs, uint64_t from,
 {
     if (hs->filling)
         return;
-    hs->filling = 1;
+    hs->filling = to ? 1 : 2; /* 2: up to the last announced seq */
     hs->refs++;
     hs->owner = w;
-    size_t max = to ? (size_t)(to - from + 1) : (size_t)w->cfg.history_size;
-    broker_range(w, hs->broker, hs->name, hs->name_len, from, to, max, cluster_on_fill, hs);
+    if (to)
+        broker_range(w, hs->broker, hs->name, hs->name_len, from, to, (size_t)(to - from + 1),
+                     cluster_on_fill, hs);
+    else
+        broker_refill(w, hs->broker, hs->name, hs->name_len, from, hs->epoch,
+                      (size_t)w->cfg.history_size, cluster_on_fill, hs);
 }
 
 void cluster_on_message(struct worker *w, const char *stream, size_t len, const char *epoch,
@@ -284,8 +292,25 @@ void cluster_on_message(struct worker *w, const char *stream, size_t len, const 
                 hs->name);
         snprintf(hs->epoch, sizeof(hs->epoch), "%s", epoch);
         hs->delivered_seq = 0;
-        for (struct hub_sub *s = hs->subs; s; s = s->stream_next)
+        /* Tell every subscriber before the new epoch's seq 1 arrives: a
+         * client must not take seq 1 for an old position repeated. */
+        struct sendq_frame *reset = hub_reset_frame(hs, epoch);
+        for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
             s->from_seq = 0;
+            if (!reset)
+                continue;
+            if (s->replaying) {
+                cluster_queue(s, reset, 0);
+            } else if (cluster_sub_live(s)) {
+                sendq_push_frame(&s->conn->out, reset, 0);
+                conn_mark_dirty(s->conn);
+            }
+        }
+        if (reset)
+            sendq_frame_unref(reset);
+        else
+            log_msg(LOG_ERROR, "error", "out of memory announcing the new epoch of stream %s; "
+                    "its subscribers see seq 1 again", hs->name);
         cluster_free_held(hs);
     }
     if (hs->filling) {
@@ -458,7 +483,7 @@ void cluster_on_subscribed(struct worker *w, int b, const char *stream, size_t l
 int cluster_subscribe(struct conn *c, struct hub_stream *hs, const struct hub_subscribe_args *a)
 {
     struct worker *w = c->w;
-    if (!broker_is_up(w, hs->broker))
+    if (!broker_is_up(w, hs->broker) || !broker_sub_is_up(w, hs->broker))
         return -EAGAIN;
     struct hub_sub *s = calloc(1, sizeof(*s));
     if (!s)

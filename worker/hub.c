@@ -244,16 +244,30 @@ void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, ui
     session_send_text(c, msg, (size_t)n, 0);
 }
 
-struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to)
+/* A shared text frame holding `text`. */
+static struct sendq_frame *hub_text_frame(const char *text, size_t n)
 {
-    char msg[HUB_GAP_MAX];
-    size_t n = (size_t)hub_format_gap(msg, sizeof(msg), hs, from, to);
     struct sendq_frame *f = sendq_frame_new(wsframe_header_size(n) + n);
     if (!f)
         return NULL;
     size_t hlen = wsframe_put_header((uint8_t *)f->bytes, WSFRAME_TEXT, n);
-    memcpy(f->bytes + hlen, msg, n);
+    memcpy(f->bytes + hlen, text, n);
     return f;
+}
+
+struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to)
+{
+    char msg[HUB_GAP_MAX];
+    size_t n = (size_t)hub_format_gap(msg, sizeof(msg), hs, from, to);
+    return hub_text_frame(msg, n);
+}
+
+struct sendq_frame *hub_reset_frame(const struct hub_stream *hs, const char *epoch)
+{
+    char msg[HUB_GAP_MAX];
+    int n = snprintf(msg, sizeof(msg), "{\"type\":\"reset\",\"stream\":\"%s\",\"epoch\":\"%s\"}",
+                     hs->name, epoch);
+    return hub_text_frame(msg, (size_t)n);
 }
 
 /* Fan out everything new on one stream to this worker's subscribers,

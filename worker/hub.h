@@ -65,6 +65,9 @@ struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int
 void hub_send_gap(struct conn *c, const struct hub_stream *hs, uint64_t from, uint64_t to);
 /* The same message as a shared frame, for queues that hold frames. */
 struct sendq_frame *hub_gap_frame(const struct hub_stream *hs, uint64_t from, uint64_t to);
+/* `reset`: the stream's sequence restarted in a new epoch (cluster mode,
+ * the broker lost it); every earlier position is void. */
+struct sendq_frame *hub_reset_frame(const struct hub_stream *hs, const char *epoch);
 void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char *epoch,
                          uint64_t seq, int has_since, int recovered, const char *id_json);
 struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);

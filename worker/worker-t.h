@@ -215,7 +215,7 @@ struct hub_stream {
     /* cluster mode */
     int broker;
     uint8_t cstate;                 /* enum hub_cluster_state */
-    uint8_t filling;                /* an XRANGE fills a hole */
+    uint8_t filling;                /* an XRANGE fills a hole (2: open-ended) */
     uint32_t refs;                  /* broker requests in flight that point here */
     char epoch[STREAMLOG_EPOCH_LEN * 2 + 1];
     struct hub_held *held, *held_tail;

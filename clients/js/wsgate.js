@@ -496,6 +496,7 @@ export class WsgateClient {
     switch (msg.type) {
       case "message": this._onMessage(msg); break;
       case "gap": this._onGap(msg); break;
+      case "reset": this._onStreamReset(msg); break;
       case "subscribed": this._onSubscribed(msg); break;
       case "ack": this._onAck(msg); break;
       case "error": this._onErrorReply(conn, msg); break;
@@ -530,6 +531,17 @@ export class WsgateClient {
     const from = sub._seq + 1;
     sub._seq = msg.to;
     this._call(sub._onGap, { stream: msg.stream, from, to: msg.to });
+  }
+
+  // The stream's sequence restarted in a new epoch while we were
+  // subscribed (cluster mode: the broker lost it): every position before is
+  // void, and the new epoch's messages follow from seq 1.
+  _onStreamReset(msg) {
+    const sub = this._subs.get(msg.stream);
+    if (!sub || !sub._active || typeof msg.epoch !== "string" || msg.epoch === sub._epoch) return;
+    sub._epoch = msg.epoch;
+    sub._seq = 0;
+    this._call(sub._onReset, { stream: sub.stream, epoch: msg.epoch });
   }
 
   _onSubscribed(msg) {

@@ -167,6 +167,10 @@ def config_seeds():
     s["include-missing"] = b'@include "/nonexistent/wsgate-fuzz.yaml"\n'
     s["nul-byte"] = b"port: 8003\n\x00workers: 2\n"
     s["stray-string"] = b'"a"b\n'  # leaks in libconfig 1.5 (hyperrealm/libconfig#142)
+    s["brokers-mixed"] = (b'broker: ["redis-sentinel://:pw@s1:26379,s2,10.0.0.3:26400/ecg/2", '
+                          b'"redis://:pw@h:6380/1"]\nbroker_replicas_ack: 1\nbroker_timeout: 2\n')
+    s["broker-sentinel-bad"] = (b'broker: ["redis-sentinel://s1,,s2/m", "redis-sentinel://s1/", '
+                                b'"redis-sentinel://a,b,c,d,e,f,g,h,i/m/16"]\n')
     return s
 
 # ---------------------------------------------------------------------- JSON

@@ -73,6 +73,21 @@ def redis_factory(tmp_path):
         r.stop()
 
 
+@pytest.fixture
+def gateway_factory(gateway_factory):
+    """conftest's, waiting until the new replica's brokers are up (command
+    and subscription): a subscribe before that is refused `unavailable`."""
+    def make(*args, **kw):
+        gw = gateway_factory(*args, **kw)
+        if gw.proc is not None:
+            deadline = time.monotonic() + 10 * SLOW
+            while gw.detailed()["status"] != "ok":
+                assert time.monotonic() < deadline, gw.detailed()
+                time.sleep(0.02)
+        return gw
+    return make
+
+
 def cluster_config(*urls, **extra):
     cfg = {"workers": 2, "broker": list(urls), "stream_memory": 16 << 20, "max_streams": 64}
     cfg.update(extra)
@@ -132,7 +147,8 @@ def test_three_replicas_one_sequence(gateway_factory, redis_factory):
     asyncio.run(go())
     # One Redis round trip per publish: the broker histogram counted 200.
     assert metric(a.metrics(), "websocket_broker_latency_seconds_count") == 200
-    assert metric(b.metrics(), "websocket_broker_up") == 1
+    assert metric(b.metrics(), "websocket_broker_up", connection="command") == 1
+    assert metric(b.metrics(), "websocket_broker_up", connection="subscription") == 1
 
 
 def test_streams_shard_across_two_redis(gateway_factory, redis_factory):
@@ -198,7 +214,9 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
     b = gateway_factory(cluster_config(r.url))
 
     async def go():
-        subs = [(await subscribe(b.ws_url, "patient/4/ecg"))[0] for _ in range(2)]
+        subscribed = [await subscribe(b.ws_url, "patient/4/ecg") for _ in range(2)]
+        subs = [ws for ws, _ in subscribed]
+        old_epoch = subscribed[0][1]["epoch"]
         acked = await publish_many(a.ws_url, "patient/4/ecg", 20)
         for ws in subs:
             assert [m["seq"] for m in await receive(ws, 20)] == acked
@@ -213,7 +231,7 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
             unavailable += 1
         assert unavailable == 3
         assert b.detailed()["status"] == "degraded"
-        assert metric(b.metrics(), "websocket_broker_up") == 0
+        assert metric(b.metrics(), "websocket_broker_up", connection="command") == 0
         # Subscribers stay connected through the outage.
         for ws in subs:
             assert (await ws_request(ws, {"type": "ping", "id": 1}))["type"] == "pong"
@@ -223,18 +241,22 @@ def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, re
         # The replicas reconnect by themselves; publishing works again.
         deadline = time.monotonic() + 15 * SLOW
         while time.monotonic() < deadline:
-            if metric(a.metrics(), "websocket_broker_up") == 1 and \
-               metric(b.metrics(), "websocket_broker_up") == 1:
+            if metric(a.metrics(), "websocket_broker_up") == 2 and \
+               metric(b.metrics(), "websocket_broker_up") == 2:
                 break
             await asyncio.sleep(0.2)
         assert b.detailed()["status"] == "ok"
-        # A fresh Redis: a new epoch, seq from 1.
+        # A fresh Redis: a new epoch, seq from 1 — announced to the live
+        # subscribers with `reset` before its first message, so that nobody
+        # takes seq 1 for an old position repeated.
         more = await publish_many(a.ws_url, "patient/4/ecg", 10, start=100)
         assert more == list(range(1, 11))
         for ws in subs:
-            got = await receive(ws, 10)
-            assert [m["seq"] for m in got] == more, got
-            assert [m["data"]["k"] for m in got] == list(range(100, 110))
+            got = await receive(ws, 11)
+            assert got[0]["type"] == "reset" and got[0]["stream"] == "patient/4/ecg", got[0]
+            assert len(got[0]["epoch"]) >= 8 and got[0]["epoch"] != old_epoch, (got[0], old_epoch)
+            assert [m["seq"] for m in got[1:]] == more, got
+            assert [m["data"]["k"] for m in got[1:]] == list(range(100, 110))
             await ws.close()
     asyncio.run(go())
 
@@ -370,3 +392,35 @@ def test_broker_replies_are_timed_from_their_request_under_its_type(gateway_fact
     while moved("ping") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (moved("subscribe"), moved("publish"), moved("ping")) == (1, 1, 2)
+
+
+def test_pipelined_publishes_of_one_device_keep_their_order(gateway_factory, redis_factory):
+    """A device pipelines its publishes (ECG batches back to back, without
+    waiting for acks): the seqs Redis gives them must follow the order it
+    sent them, also when the worker's Redis pool has grown to several
+    connections. Spread over connections, later publishes overtook earlier
+    ones."""
+    from streamclient import RawPublisher
+    r = redis_factory()
+    gw = gateway_factory(cluster_config(r.url, workers=1))
+    n = 2000
+
+    async def go():
+        pub = await RawPublisher.connect(gw)
+        for stream in ("order/a", "order/b"):
+            texts = ['{"type":"publish","stream":"%s","id":%d,"data":{"k":%d}}' % (stream, k, k)
+                     for k in range(n)]
+            pub.acks.clear()
+            await pub.send_texts(texts)
+            await pub.wait_for(lambda: len(pub.acks) == n, f"{n} acks", timeout=60)
+            seqs = [pub.acks[k] for k in range(n)]
+            overtaken = [k for k in range(1, n) if seqs[k] < seqs[k - 1]]
+            assert not overtaken, (f"{stream}: {len(overtaken)} publishes got a seq below the one "
+                                   f"sent before them, e.g. ids {overtaken[:5]}")
+            assert sorted(seqs) == list(range(1, n + 1))
+        pools = metric(gw.metrics(), "websocket_broker_pool_connections")
+        await pub.close()
+        return pools
+
+    pools = asyncio.run(asyncio.wait_for(go(), 120 * SLOW))
+    assert pools >= 1

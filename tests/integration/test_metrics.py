@@ -447,10 +447,10 @@ scrape_configs:
         # this Prometheus and this environment.
         curls = {}
         for cmd in runbook.prometheus_curls():
-            for key, metric in (("active", "websocket_connections_active"),
+            for key, series in (("active", "websocket_connections_active"),
                                 ("disconnects", "websocket_disconnections_total"),
                                 ("p95", "websocket_message_latency_seconds_bucket")):
-                if metric in cmd and ("by (reason)" in cmd or key != "disconnects"):
+                if series in cmd and ("by (reason)" in cmd or key != "disconnects"):
                     curls[key] = local_runbook_curl(cmd, base, env)
             if "[2m]" in cmd:
                 curls["triage"] = local_runbook_curl(cmd, base, env)
