@@ -37,7 +37,7 @@ import websockets
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from conftest import ROOT, SLOW
+from conftest import ROOT, SLOW, metric
 from gwutil import wait_for
 import jwtutil
 from streamclient import worker_of_port, worker_pid
@@ -322,6 +322,13 @@ def test_wall_draws_every_seq_and_survives_a_worker_kill(browser, gateway, tmp_p
     assert csp == [] and logs == [], (logs, csp)
     print(f"waveform freeze across the worker kill: max {max(freezes)} ms "
           f"(per stream {freezes}), published {pub.count}")
+    # Chromium offers permessage-deflate and the gateway compresses by
+    # default: the browser (the only subscriber) got every seq above
+    # through compressed frames.
+    m = gateway.metrics()
+    after = metric(m, "websocket_compression_bytes_total", direction="out", stage="after")
+    plain = metric(m, "websocket_compression_bytes_total", direction="out", stage="before")
+    assert 0 < after < plain, (after, plain)
 
 
 def test_no_signal_and_gap_mark(browser, gateway_factory, tmp_path):
