@@ -191,7 +191,7 @@ int streamlog_name_valid(const char *name, size_t len)
     return 1;
 }
 
-static uint32_t streamlog_name_hash(const char *name, size_t len)
+uint32_t streamlog_name_hash(const char *name, size_t len)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < len; i++) {

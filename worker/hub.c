@@ -30,12 +30,7 @@ struct hub_out {
 
 static uint32_t hub_hash(const char *name, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)name[i];
-        h *= 16777619u;
-    }
-    return h % HUB_BUCKETS;
+    return streamlog_name_hash(name, len) % HUB_BUCKETS;
 }
 
 static void hub_on_wake(uv_poll_t *p, int status, int events)
