@@ -73,6 +73,7 @@ struct config {
     char jwt_key_file[CONFIG_PATH_MAX];  /* resolved against the config's folder by config_load */
     char jwt_issuer[CONFIG_LONGSTR_MAX];   /* "" = not checked */
     char jwt_audience[CONFIG_LONGSTR_MAX]; /* "" = not checked */
+    int64_t view_enabled;          /* 1: GET /view serves the ward wall */
     char environment[CONFIG_STR_MAX];
     char log_format_name[CONFIG_STR_MAX];
     char log_level_name[CONFIG_STR_MAX];

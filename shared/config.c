@@ -129,6 +129,8 @@ static const struct config_key config_keys[] = {
            "required iss claim; \"\" = not checked"),
     CK_STR(jwt_audience, "", 0, CONFIG_LONGSTR_MAX - 1, NULL,
            "required aud claim (or one of its items); \"\" = not checked"),
+    CK_BOOL(view_enabled, 1,
+            "serve the ward wall page at GET /view on port (off: 404); live on reload"),
     CK_STR(environment, "production", 1, CONFIG_STR_MAX - 1, NULL,
            "value of the environment label on every metric"),
     CK_STR(log_format_name, "json", 1, CONFIG_STR_MAX - 1, config_log_formats, "json or text"),

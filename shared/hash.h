@@ -1,9 +1,10 @@
 /*
  * hash — the one string hash of the gateway: 32-bit FNV-1a.
  *
- * Used for the hub's stream table, the segment's stream-name index and its
- * per-IP table. The segment's tables are read by every process of one
- * build, so the function must not change without a new segment layout.
+ * Stream names hash through streamlog_name_hash (the segment's name index,
+ * the hub's buckets, the broker's publish lanes), addresses through the
+ * segment's per-IP table. The segment's tables are read by every process
+ * of one build, so the function must not change without a new layout.
  */
 #ifndef WSGATE_HASH_H
 #define WSGATE_HASH_H

@@ -340,6 +340,7 @@ const char *http_status_text(int status)
     switch (status) {
     case 101: return "Switching Protocols";
     case 200: return "OK";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -358,15 +359,21 @@ const char *http_status_text(int status)
 int http_format_head(char *out, size_t outlen, int status, const char *content_type,
                      const char *extra, size_t body_len)
 {
+    return http_format_head_cache(out, outlen, status, content_type, "no-store", extra, body_len);
+}
+
+int http_format_head_cache(char *out, size_t outlen, int status, const char *content_type,
+                           const char *cache_control, const char *extra, size_t body_len)
+{
     int n = snprintf(out, outlen,
                      "HTTP/1.1 %d %s\r\n"
                      "Server: wsgate\r\n"
                      "Content-Type: %s\r\n"
                      "Content-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n"
+                     "Cache-Control: %s\r\n"
                      "Connection: close\r\n"
                      "%s\r\n",
-                     status, http_status_text(status), content_type, body_len,
+                     status, http_status_text(status), content_type, body_len, cache_control,
                      extra ? extra : "");
     if (n < 0 || (size_t)n >= outlen)
         return -1;

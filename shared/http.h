@@ -55,6 +55,11 @@ int http_ws_accept_key(const char *key, size_t key_len, char *out);
 int http_format_head(char *out, size_t outlen, int status, const char *content_type,
                      const char *extra, size_t body_len);
 
+/* The same with a chosen Cache-Control value (http_format_head says
+ * no-store: its answers are live state). */
+int http_format_head_cache(char *out, size_t outlen, int status, const char *content_type,
+                           const char *cache_control, const char *extra, size_t body_len);
+
 const char *http_status_text(int status);
 
 /* The value of query parameter `name` in the request target, percent-

@@ -192,7 +192,7 @@ int streamlog_name_valid(const char *name, size_t len)
     return 1;
 }
 
-static uint32_t streamlog_name_hash(const char *name, size_t len)
+uint32_t streamlog_name_hash(const char *name, size_t len)
 {
     return hash_fnv1a(name, len);
 }

@@ -33,6 +33,9 @@ uint64_t streamlog_pool_chunks(uint64_t stream_memory);
 /* A fresh random epoch: STREAMLOG_EPOCH_LEN characters and a NUL. */
 void streamlog_new_epoch(char *epoch);
 
+/* The one hash of stream names (FNV-1a), for every table keyed by them. */
+uint32_t streamlog_name_hash(const char *name, size_t len);
+
 /* 1 when name is 1–128 characters of [A-Za-z0-9_.:/-]. */
 int streamlog_name_valid(const char *name, size_t len);
 

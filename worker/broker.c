@@ -1026,16 +1026,6 @@ int broker_sub_is_up(const struct worker *w, int b)
     return atomic_load(&w->slot->broker[b].sub_up) != 0;
 }
 
-static uint32_t broker_lane_hash(const char *stream, size_t len)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)stream[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 void broker_publish(struct worker *w, int b, const char *stream, size_t len, const char *data,
                     size_t dlen, int64_t ts_ms, broker_publish_cb cb, void *arg)
 {
@@ -1077,7 +1067,7 @@ void broker_publish(struct worker *w, int b, const char *stream, size_t len, con
         broker_request_nomem(w, BROKER_REQ_PUBLISH, (void *)cb, arg);
         return;
     }
-    req->lane = (int)(broker_lane_hash(stream, len) % BROKER_LANES);
+    req->lane = (int)(streamlog_name_hash(stream, len) % BROKER_LANES);
     const char *argv[] = {"EVALSHA", set->sha, "4", seqk, epochk, logk, ackedk, ts, data,
                           maxlen, epoch, channel, wait_n ? "0" : "1"};
     size_t lens[] = {7,          strlen(set->sha), 1,           strlen(seqk),  strlen(epochk),

@@ -20,6 +20,7 @@
 #include "router.h"
 #include "segment.h"
 #include "session.h"
+#include "view.h"
 
 #define HANDSHAKE_WS_VERSION_HEADER "Sec-WebSocket-Version: 13\r\n"
 /* Unsent bytes the kernel may hold for a WebSocket connection. */
@@ -305,6 +306,21 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
         session_feed(c, (const uint8_t *)rest, rest_len);
 }
 
+/* The page's files live in the binary: the body is sent from there (the
+ * send queue copies it), never for HEAD or 304. The head always fits: its
+ * other lines are short constants. */
+static void handshake_send_view(struct conn *c, const struct view_response *v, int head_only)
+{
+    char head[VIEW_HEADERS_MAX + 512];
+    int n = http_format_head_cache(head, sizeof(head), v->status, v->content_type,
+                                   v->cache_control, v->headers, v->body_len);
+    if (n < 0)
+        return;
+    conn_send(c, head, (size_t)n, 0);
+    if (!head_only && v->status == 200 && v->body_len)
+        conn_send(c, v->body, v->body_len, 0);
+}
+
 void handshake_feed(struct conn *c, const char *data, size_t len)
 {
     size_t consumed = 0;
@@ -339,6 +355,14 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
         return;
     }
 
+    struct view_response view;
+    if (method != HTTP_METHOD_OTHER && view_render(c->req, path, &c->w->cfg, &view)) {
+        handshake_send_view(c, &view, head_only);
+        c->close_after_flush = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+
     struct endpoint_response resp;
     if (method != HTTP_METHOD_OTHER && endpoints_render(c->w->seg, path, c->w->draining != 0, &resp)) {
         if (resp.body.failed) {
@@ -351,7 +375,7 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
         }
     } else {
         static const char body[] = "{\"status\":404,\"error\":\"not found: the gateway serves "
-                                   "/ws, /health, /health/detailed and /metrics\"}\n";
+                                   "/ws, /health, /health/detailed, /metrics and /view\"}\n";
         handshake_respond(c, 404, "application/json", NULL, body, sizeof(body) - 1, head_only);
     }
     c->close_after_flush = 1;

@@ -9,7 +9,6 @@
 #include "clock.h"
 #include "conn.h"
 #include "deflate.h"
-#include "hash.h"
 #include "log.h"
 #include "segment.h"
 #include "sendq.h"
@@ -29,7 +28,7 @@ struct hub_out {
 
 static uint32_t hub_hash(const char *name, size_t len)
 {
-    return hash_fnv1a(name, len) % HUB_BUCKETS;
+    return streamlog_name_hash(name, len) % HUB_BUCKETS;
 }
 
 static void hub_on_wake(uv_poll_t *p, int status, int events)

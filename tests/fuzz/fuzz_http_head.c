@@ -6,7 +6,8 @@
  * in two at a position taken from the first byte (a head arriving in two
  * reads). Both runs then go through everything the handshake uses: the
  * path, header lookups, token lists, http_ws_validate and the response
- * formatting. Oracles: every span lies inside the copied head, `consumed`
+ * formatting, and the ward wall's answer (worker/view.c: path lookup,
+ * If-None-Match). Oracles: every span lies inside the copied head, `consumed`
  * never exceeds what was fed, and the split run agrees with the whole one
  * (but for 400 versus 431, see below).
  */
@@ -15,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "http.h"
+#include "view.h"
 
 struct fuzz_http_result {
     enum http_feed_result r;
@@ -49,7 +52,8 @@ static void fuzz_http_inspect(const struct http_request *req, struct fuzz_http_r
 
     static const char *const names[] = {"Host",      "Upgrade",           "Connection",
                                         "Origin",    "Sec-WebSocket-Key", "Sec-WebSocket-Version",
-                                        "Sec-WebSocket-Protocol", "Authorization", ""};
+                                        "Sec-WebSocket-Protocol", "Authorization",
+                                        "If-None-Match", ""};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t len = 0;
         const char *v = http_request_header(req, names[i], &len);
@@ -72,6 +76,24 @@ static void fuzz_http_inspect(const struct http_request *req, struct fuzz_http_r
         res->subprotocol = up.subprotocol;
     } else if (!up.why) {
         abort(); /* every refusal must say why */
+    }
+
+    /* The ward wall answers only for paths in its table, with one of
+     * its files (or config.json) and a head that fits. */
+    static struct config cfg;
+    if (!cfg.view_enabled)
+        config_defaults(&cfg);
+    struct view_response v;
+    if (view_render(req, res->path, &cfg, &v)) {
+        int known = strcmp(res->path, "/view/") == 0 || strcmp(res->path, "/view/config.json") == 0;
+        for (size_t i = 0; i < view_file_count; i++)
+            known |= strcmp(res->path, view_files[i].path) == 0 && v.body == view_files[i].data &&
+                     v.body_len == view_files[i].len;
+        char vhead[1024];
+        if (!known || (v.status != 200 && v.status != 304) ||
+            http_format_head_cache(vhead, sizeof(vhead), v.status, v.content_type, v.cache_control,
+                                   v.headers, v.body_len) < 0)
+            abort();
     }
 
     /* The response the handshake would send, with the refusal as body. */

@@ -90,6 +90,11 @@ def http_seeds():
     s["head-health-detailed"] = head(["Host: x"], method="HEAD", target="/health/detailed")
     s["get-metrics"] = head(["Host: x", "Accept: text/plain"], target="/metrics")
     s["get-404-query"] = head(["Host: x"], target="/nope?a=b#frag")
+    s["get-view-if-none-match"] = head(["Host: x", 'If-None-Match: "x", W/"0123456789abcdef", *'],
+                                       target="/view/wall.js")
+    s["head-view-query"] = head(["Host: x", "If-None-Match: W/"], method="HEAD",
+                                target="/view/?streams=patient/1/ecg")
+    s["get-view-traversal"] = head(["Host: x"], target="/view/%2e%2e/..%2f/etc/passwd")
     s["options-star"] = head(["Host: x"], method="OPTIONS", target="*")
     s["connect"] = head(["Host: x:443"], method="CONNECT", target="x:443")
     s["pipelined"] = head(["Host: x"], target="/health") + head(["Host: x"], target="/metrics")

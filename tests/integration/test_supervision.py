@@ -760,8 +760,10 @@ def test_sighup_under_stream_traffic_loses_nothing(gateway_factory):
     a publisher streaming, SIGHUP changing live settings mid-stream: no
     connection closes, every subscriber gets every seq once, in order, and
     the new settings are in force afterwards."""
+    # The subscribers read only once publishing is over (3 s, longer in the
+    # sanitized build): send_timeout must not judge them slow meanwhile.
     gw = gateway_factory({"workers": 2, "max_message_size": 65536, "heartbeat_interval": 600,
-                          "environment": "before"})
+                          "environment": "before", "send_timeout": 120})
     stream = "patient/reload/ecg"
 
     async def go():

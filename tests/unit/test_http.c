@@ -847,7 +847,24 @@ START_TEST(status_texts)
     ck_assert_str_eq(http_status_text(426), "Upgrade Required");
     ck_assert_str_eq(http_status_text(431), "Request Header Fields Too Large");
     ck_assert_str_eq(http_status_text(503), "Service Unavailable");
+    ck_assert_str_eq(http_status_text(304), "Not Modified");
     ck_assert_str_eq(http_status_text(299), "Unknown");
+}
+END_TEST
+
+START_TEST(format_head_with_cache_control)
+{
+    char out[256];
+    int n = http_format_head_cache(out, sizeof(out), 304, "text/css", "no-cache", "ETag: \"a\"\r\n", 12);
+    ck_assert_int_gt(n, 0);
+    ck_assert_str_eq(out, "HTTP/1.1 304 Not Modified\r\n"
+                          "Server: wsgate\r\n"
+                          "Content-Type: text/css\r\n"
+                          "Content-Length: 12\r\n"
+                          "Cache-Control: no-cache\r\n"
+                          "Connection: close\r\n"
+                          "ETag: \"a\"\r\n"
+                          "\r\n");
 }
 END_TEST
 
@@ -914,6 +931,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, format_head_with_extra_headers);
     tcase_add_test(tc, format_head_too_small_buffer);
     tcase_add_test(tc, status_texts);
+    tcase_add_test(tc, format_head_with_cache_control);
     suite_add_tcase(s, tc);
     return s;
 }
