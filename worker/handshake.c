@@ -387,9 +387,7 @@ static void handshake_ws_feed(struct conn *c, const char *data, size_t len)
     session_feed(c, (const uint8_t *)data, len);
 }
 
-/* The session holds its wslay context and the messages waiting their
- * turn; the connection's subscriptions and pending publishes are the
- * hub's, let go of when the connection goes so nothing is queued to it. */
+/* The session holds its wslay context and the messages waiting their turn. */
 static void handshake_ws_free(struct conn *c)
 {
     session_drop_pending(c);
@@ -401,6 +399,9 @@ const struct conn_handlers handshake_http_handlers = {
     .timed_out = handshake_timed_out,
 };
 
+/* The connection's subscriptions and pending publishes are the hub's: let
+ * go of (closing) as soon as the connection goes, so nothing more is queued
+ * to it. */
 const struct conn_handlers handshake_ws_handlers = {
     .feed = handshake_ws_feed,
     .sweep = session_sweep,
