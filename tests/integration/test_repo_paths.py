@@ -93,7 +93,7 @@ def test_the_check_finds_each_kind_of_outside_reference():
     # What this repository once had, and what it must never have again.
     planted = {
         "tests/integration/test_x.py": [
-            '"""Streams (../shared/PROTOCOL.md "Messages")"""',
+            '"""Streams (' + DOTDOT + '/shared/PROTOCOL.md "Messages")"""',
             'RUNBOOK = os.path.normpath(os.path.join(ROOT, "' + DOTDOT + '", "shared", "RUNBOOK.md"))',
             'PYTHON = "/root/.pyenv/versions/3.11.7/bin/python3"',
         ],
