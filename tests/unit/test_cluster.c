@@ -28,6 +28,7 @@ static void *test_malloc(size_t n)
 #include <check.h>
 
 #include "config.h"
+#include "fakequeue.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -55,14 +56,7 @@ static void setup(void)
 
 static struct conn *new_conn(void)
 {
-    struct conn *c = calloc(1, sizeof(*c));
-    c->w = w;
-    c->state = CONN_WS;
-    c->id = ++w->next_conn_id;
-    sendq_init(&c->out, no_write_cb);
-    c->next = w->conns;
-    w->conns = c;
-    return c;
+    return fakequeue_conn(w, no_write_cb);
 }
 
 static struct hub_sub *new_sub(struct conn *c, uint64_t from_seq, int replaying)
@@ -94,32 +88,10 @@ static void teardown(void)
     ck_assert_uint_eq(sendq_frame_bytes_held(), 0);
 }
 
-/* The frames queued to c, in order, as "opcode:text" ("close:code"); a
- * frame may span chunks (wslay writes a close frame in two). */
+/* The frames queued to c, in order, as "opcode:text" ("8:code" for a close). */
 static int frames(struct conn *c, char out[][256], int max)
 {
-    static uint8_t all[65536];
-    size_t total = 0;
-    for (struct sendq_chunk *ch = c->out.head; ch; ch = ch->next) {
-        ck_assert_uint_le(total + ch->len, sizeof(all));
-        memcpy(all + total, sendq_chunk_bytes(ch), ch->len);
-        total += ch->len;
-    }
-    int n = 0;
-    for (size_t at = 0; at < total && n < max; n++) {
-        const uint8_t *b = all + at;
-        size_t len = b[1] & 0x7f, h = 2;
-        if (len == 126) {
-            len = (size_t)b[2] << 8 | b[3];
-            h = 4;
-        }
-        if ((b[0] & 0x0f) == 8)
-            snprintf(out[n], 256, "close:%u", len >= 2 ? (unsigned)(b[h] << 8 | b[h + 1]) : 0);
-        else
-            snprintf(out[n], 256, "%d:%.*s", b[0] & 0x0f, (int)len, b + h);
-        at += h + len;
-    }
-    return n;
+    return fakequeue_frames(&c->out, out, max);
 }
 
 START_TEST(live_and_replaying_subscribers)
@@ -152,7 +124,7 @@ START_TEST(no_memory_for_a_replaying_queue_closes_1011)
     char f[8][256];
     int k = frames(b, f, 8);
     ck_assert_msg(k == 1, "%d frames: %s | %s", k, f[0], f[1]);
-    ck_assert_str_eq(f[0], "close:1011");
+    ck_assert_str_eq(f[0], "8:1011");
     ck_assert_uint_eq(slot.counters.disconnections[DISCONNECT_ERROR], 0); /* counted at close */
 
     /* Its replay comes back afterwards: nothing may follow the close. */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fakequeue.h"
 #include "hub.h"
 #include "segment.h"
 #include "sendq.h"
@@ -82,14 +83,7 @@ static void teardown(void)
 
 static struct conn *new_conn(void)
 {
-    struct conn *c = calloc(1, sizeof(*c));
-    c->w = w;
-    c->state = CONN_WS;
-    c->id = ++w->next_conn_id;
-    sendq_init(&c->out, no_write_cb);
-    c->next = w->conns;
-    w->conns = c;
-    return c;
+    return fakequeue_conn(w, no_write_cb);
 }
 
 /* Take the next text frame off the connection's queue, parsed. */

@@ -17,6 +17,7 @@
 #include <check.h>
 
 #include "config.h"
+#include "fakequeue.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -142,28 +143,7 @@ static void feed(int opcode, const char *payload)
 /* What the client reads, frame by frame: "opcode:payload" ("8:<code>"). */
 static int sent(char out[][256], int max)
 {
-    static uint8_t all[65536];
-    size_t total = 0;
-    for (struct sendq_chunk *ch = c->out.head; ch; ch = ch->next) {
-        memcpy(all + total, sendq_chunk_bytes(ch), ch->len);
-        total += ch->len;
-    }
-    int n = 0;
-    for (size_t at = 0; at < total && n < max; n++) {
-        const uint8_t *b = all + at;
-        ck_assert_int_eq(b[1] & 0x80, 0); /* server frames are never masked */
-        size_t len = b[1] & 0x7f, h = 2;
-        if (len == 126) {
-            len = (size_t)b[2] << 8 | b[3];
-            h = 4;
-        }
-        if ((b[0] & 0x0f) == 8)
-            snprintf(out[n], 256, "8:%u", len >= 2 ? (unsigned)(b[h] << 8 | b[h + 1]) : 0);
-        else
-            snprintf(out[n], 256, "%d:%.*s", b[0] & 0x0f, (int)len, b + h);
-        at += h + len;
-    }
-    return n;
+    return fakequeue_frames(&c->out, out, max);
 }
 
 START_TEST(a_text_message_reaches_the_app_once)
