@@ -23,3 +23,9 @@ size_t wsframe_put_header(uint8_t *out, uint8_t first, uint64_t payload)
         out[2 + i] = (uint8_t)(payload >> (56 - 8 * i));
     return 10;
 }
+
+size_t wsframe_header_size_of(const uint8_t *frame)
+{
+    uint8_t len7 = frame[1] & 0x7f;
+    return len7 < 126 ? 2 : len7 == 126 ? 4 : 10;
+}

@@ -19,5 +19,7 @@ size_t wsframe_header_size(uint64_t payload);
 /* Write the header (first byte `first`: FIN, RSV and opcode bits) into
  * out (room for WSFRAME_HEADER_MAX); returns its size. */
 size_t wsframe_put_header(uint8_t *out, uint8_t first, uint64_t payload);
+/* The size of the header wsframe_put_header wrote at the start of frame. */
+size_t wsframe_header_size_of(const uint8_t *frame);
 
 #endif

@@ -77,9 +77,7 @@ static z_stream *deflate_stream(struct deflate_worker *d, unsigned wbits, int le
 /* Payload offset and length of a frame this process built (unmasked). */
 static size_t deflate_frame_payload(const struct sendq_frame *f, size_t *len)
 {
-    const uint8_t *p = (const uint8_t *)f->bytes;
-    uint8_t len7 = p[1] & 0x7f;
-    size_t hlen = len7 < 126 ? 2 : len7 == 126 ? 4 : 10;
+    size_t hlen = wsframe_header_size_of((const uint8_t *)f->bytes);
     *len = f->len - hlen;
     return hlen;
 }

@@ -19,6 +19,7 @@ static void expect_header(uint64_t payload, const uint8_t *want, size_t want_len
     ck_assert_int_eq(memcmp(out, want, want_len), 0);
     ck_assert_uint_eq(out[want_len], 0xee); /* nothing written past it */
     ck_assert_uint_eq(out[1] & 0x80, 0);    /* a server frame is never masked */
+    ck_assert_uint_eq(wsframe_header_size_of(out), want_len); /* and reads back */
 }
 
 START_TEST(lengths_at_every_edge)
