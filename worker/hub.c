@@ -84,7 +84,7 @@ struct hub_stream *hub_find(struct worker *w, const char *name, size_t len)
 
 /* The worker's entry for a stream, creating the stream in the shared
  * table when needed. NULL with *err set on failure. */
-struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err)
+static struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err)
 {
     struct hub_stream *hs = hub_find(w, name, len);
     if (hs)
@@ -576,7 +576,7 @@ void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub)
     hs->nsubs--;
 }
 
-void hub_unlink(struct worker *w, struct hub_sub *sub)
+static void hub_unlink(struct worker *w, struct hub_sub *sub)
 {
     struct hub_stream *hs = sub->hs;
     const struct stream_backend *be = w->hub.backend;

@@ -86,7 +86,6 @@ void hub_run(struct worker *w);
 void hub_sweep(struct worker *w, uint64_t now_ns);
 
 /* Shared with cluster.c (cluster mode). */
-struct hub_stream *hub_get(struct worker *w, const char *name, size_t len, int *err);
 struct sendq_frame *hub_frame_raw(const struct hub_stream *hs, uint64_t seq, int64_t ts_ms,
                                   const char *data, size_t len);
 /* A gap message: its longest form (128-character name, two 20-digit seqs). */
@@ -111,7 +110,6 @@ void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub);
 void hub_free_queue(struct hub_sub *sub);
 /* Free a subscription and what a pending cluster subscribe still holds. */
 void hub_free_sub(struct hub_sub *sub);
-void hub_unlink(struct worker *w, struct hub_sub *sub);
 
 
 #endif
