@@ -148,8 +148,8 @@ static void session_inflate_and_parse(struct pending_msg *m)
             return;
     }
     const struct app_ops *app = m->conn->app;
-    m->root = m->plain ? app->parse(m->plain, m->plain_len, &m->err)
-                       : app->parse(m->data, m->len, &m->err);
+    m->parse_rc = m->plain ? app->parse(m->plain, m->plain_len, &m->req)
+                           : app->parse(m->data, m->len, &m->req);
 }
 
 static void session_parse_work(uv_work_t *req)
@@ -173,7 +173,7 @@ static void session_parse_done(uv_work_t *req, int status)
     m->parsing = 0;
     c->parsing--;
     if (m->orphan) {
-        json_decref(m->root);
+        request_free(&m->req);
         free(m->plain);
         free(m);
         if (c->zombie && c->parsing == 0)
@@ -190,7 +190,7 @@ static void session_free_pending(struct pending_msg *m)
         m->orphan = 1; /* the thread pool still has it */
         return;
     }
-    json_decref(m->root);
+    request_free(&m->req);
     free(m->plain);
     free(m);
 }
@@ -209,9 +209,9 @@ void session_drop_pending(struct conn *c)
 /* A message small enough to parse on the loop, now. */
 static void session_deliver(struct conn *c, const char *msg, size_t len)
 {
-    json_error_t err;
-    json_t *root = c->app->parse(msg, len, &err);
-    c->app->process(c, msg, len, root, &err);
+    struct request req;
+    int parsed = c->app->parse(msg, len, &req);
+    c->app->process(c, msg, len, &req, parsed);
 }
 
 /* Handle the queue in order: a large message first goes to the thread
@@ -249,8 +249,7 @@ static void session_pump(struct conn *c)
         }
         if (m->parsed) {
             c->app->process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
-                            m->root, &m->err);
-            m->root = NULL;
+                            &m->req, m->parse_rc);
         } else {
             session_deliver(c, m->data, m->len);
         }

@@ -63,18 +63,18 @@ void conn_log_begin(struct log_line *l, const struct conn *conn, enum log_level 
 static char got[8][256];
 static int ngot;
 
-static void fake_process(struct conn *conn, const char *msg, size_t len, json_t *root,
-                         const json_error_t *err)
+static void fake_process(struct conn *conn, const char *msg, size_t len, struct request *req,
+                         int parsed)
 {
     ck_assert_int_lt(ngot, 8);
-    snprintf(got[ngot++], sizeof(got[0]), "%s:%.*s", json_is_object(root) ? "object" : "not-json",
-             (int)len, msg);
-    json_decref(root);
+    snprintf(got[ngot++], sizeof(got[0]), "%s:%.*s",
+             parsed == 0 && req->is_object ? "object" : "not-json", (int)len, msg);
+    request_free(req);
 }
 
-static json_t *fake_parse(const char *msg, size_t len, json_error_t *err)
+static int fake_parse(const char *msg, size_t len, struct request *req)
 {
-    return json_loadb(msg, len, 0, err);
+    return request_parse(req, msg, len);
 }
 
 static const struct app_ops fake_app = {.parse = fake_parse, .process = fake_process};
