@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <jansson.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
@@ -25,6 +26,7 @@ struct request_scan {
     int member;             /* the top-level member whose value comes next, or -1 */
     size_t key_end;         /* offset past that member's key */
     int open;               /* member whose container value is being read, or -1 */
+    size_t last_end;        /* offset past the last token a callback reported */
     int failed;             /* errno when a callback stopped the parse */
 };
 
@@ -46,6 +48,31 @@ static size_t request_scan_value_start(const struct request_scan *s)
     return p;
 }
 
+/* yajl decodes an escaped lone UTF-16 surrogate ("\ud800") to '?' without
+ * a word; JSON parsers differ on such strings (RFC 8259 8.2), and a
+ * subscriber's that refuses one would lose the stream. So a string that
+ * had escapes (yajl's text is then not in the message) is decoded again by
+ * jansson, which refuses them. Rare: ECG data carries no escapes. 0, or
+ * -EINVAL with the reason in r->error. */
+static int request_scan_escapes(struct request_scan *s, const unsigned char *text)
+{
+    const char *t = (const char *)text;
+    if (t >= s->msg && t <= s->msg + s->len)
+        return 0;
+    size_t start = s->last_end, end = request_scan_offset(s);
+    while (start < end && s->msg[start] != '"')
+        start++; /* past whitespace, ':' and ',' */
+    json_error_t err;
+    json_t *v = json_loadb(s->msg + start, end - start, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    if (v) {
+        json_decref(v);
+        return 0;
+    }
+    snprintf(s->r->error, sizeof(s->r->error), "%.100s at byte %zu", err.text, end);
+    s->failed = EINVAL;
+    return -EINVAL;
+}
+
 /* A top-level member's value begins (containers) or is complete (scalars). */
 static void request_scan_value(struct request_scan *s, enum request_kind kind, size_t end)
 {
@@ -65,6 +92,7 @@ static int request_on_null(void *ctx)
 {
     struct request_scan *s = ctx;
     request_scan_value(s, REQUEST_NULL, request_scan_offset(s));
+    s->last_end = request_scan_offset(s);
     return 1;
 }
 
@@ -73,6 +101,7 @@ static int request_on_bool(void *ctx, int value)
     struct request_scan *s = ctx;
     (void)value;
     request_scan_value(s, REQUEST_BOOL, request_scan_offset(s));
+    s->last_end = request_scan_offset(s);
     return 1;
 }
 
@@ -82,6 +111,7 @@ static int request_on_number(void *ctx, const char *text, size_t len)
     (void)text;
     (void)len;
     request_scan_value(s, REQUEST_NUMBER, request_scan_offset(s));
+    s->last_end = request_scan_offset(s);
     return 1;
 }
 
@@ -90,6 +120,9 @@ static int request_on_number(void *ctx, const char *text, size_t len)
 static int request_on_string(void *ctx, const unsigned char *text, size_t len)
 {
     struct request_scan *s = ctx;
+    if (request_scan_escapes(s, text) < 0)
+        return 0;
+    s->last_end = request_scan_offset(s);
     if (s->depth != 1 || s->member < 0)
         return 1;
     int m = s->member;
@@ -115,6 +148,9 @@ static int request_on_string(void *ctx, const unsigned char *text, size_t len)
 static int request_on_key(void *ctx, const unsigned char *key, size_t len)
 {
     struct request_scan *s = ctx;
+    if (request_scan_escapes(s, key) < 0)
+        return 0;
+    s->last_end = request_scan_offset(s);
     if (s->depth != 1)
         return 1;
     s->member = -1;
@@ -141,6 +177,7 @@ static int request_on_open(void *ctx, enum request_kind kind)
         s->r->is_object = 1;
     request_scan_value(s, kind, request_scan_offset(s));
     s->depth++;
+    s->last_end = request_scan_offset(s);
     return 1;
 }
 
@@ -148,6 +185,7 @@ static int request_on_close(void *ctx)
 {
     struct request_scan *s = ctx;
     s->depth--;
+    s->last_end = request_scan_offset(s);
     if (s->depth == 1 && s->open >= 0) {
         struct request_value *v = &s->r->member[s->open];
         v->raw_len = (size_t)(s->msg + request_scan_offset(s) - v->raw);
@@ -190,9 +228,27 @@ static void request_scan_error(struct request_scan *s)
         yajl_free_error(s->yajl, text);
 }
 
+/* yajl also takes form feed and vertical tab for whitespace; RFC 8259 does
+ * not, nor do subscribers' parsers, which would then refuse a forwarded
+ * `data`. Neither byte is valid anywhere else in JSON text (raw control
+ * characters are not allowed in strings), so finding one is enough. */
+static const char *request_bad_space(const char *msg, size_t len)
+{
+    const char *ff = memchr(msg, '\f', len);
+    const char *vt = memchr(msg, '\v', ff ? (size_t)(ff - msg) : len);
+    return vt ? vt : ff;
+}
+
 int request_parse(struct request *r, const char *msg, size_t len)
 {
     memset(r, 0, sizeof(*r));
+    const char *bad = request_bad_space(msg, len);
+    if (bad) {
+        snprintf(r->error, sizeof(r->error),
+                 "lexical error: form feed or vertical tab outside a string at byte %zu",
+                 (size_t)(bad - msg) + 1);
+        return -EINVAL;
+    }
     struct request_scan s = {.r = r, .msg = msg, .len = len, .member = -1, .open = -1};
     s.yajl = yajl_alloc(&request_callbacks, NULL, &s);
     if (!s.yajl) {
@@ -203,6 +259,20 @@ int request_parse(struct request *r, const char *msg, size_t len)
     if (st == yajl_status_ok)
         st = yajl_complete_parse(s.yajl);
     int rc = 0;
+    if (st == yajl_status_ok && r->is_object) {
+        /* yajl ends a parse once the value is complete without lexing a
+         * trailing token it has only the start of ('{} "x'): whatever
+         * follows the object must be whitespace. */
+        for (size_t p = s.last_end; p < len; p++) {
+            char ch = msg[p];
+            if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
+                snprintf(r->error, sizeof(r->error),
+                         "parse error: trailing garbage at byte %zu", p + 1);
+                yajl_free(s.yajl);
+                return -EINVAL;
+            }
+        }
+    }
     if (st != yajl_status_ok) {
         if (s.failed == ENOMEM) {
             snprintf(r->error, sizeof(r->error), "out of memory");

@@ -99,6 +99,8 @@ START_TEST(invalid_json_says_where)
         "not json",
         "{\"a\":1,}",
         "{\"a\":1} x",
+        "{\"id\":6}\":6}",
+        "{\"id\":6} \"",
         "{\"a\":1}{}",
         "{'a':1}",
         "{\"a\":01}",
@@ -108,12 +110,33 @@ START_TEST(invalid_json_says_where)
         "{\"a\":[1,2}",
         "{\"a\":1 /* comment */}",
         "{\"data\":[1,2,3",
+        "{\"data\":[1,\f2]}",
+        "\v{\"data\":1}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert_msg(parse(bad[i]) == -EINVAL, "accepted %s", bad[i]);
         ck_assert_msg(strstr(req.error, " at byte ") != NULL, "%s: %s", bad[i], req.error);
         ck_assert_msg(strchr(req.error, '\n') == NULL, "%s: %s", bad[i], req.error);
     }
+}
+END_TEST
+
+START_TEST(lone_surrogate_escapes_are_refused)
+{
+    static const char *const bad[] = {
+        "{\"id\":\"\\ud800\"}",
+        "{\"data\":[\"ok\",{\"k\":\"x\\udc00y\"}]}",
+        "{\"data\":{\"\\ud800\":1}}",
+        "{\"data\": \t\"\\ud83d\\u0041\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(parse(bad[i]) == -EINVAL, "accepted %s", bad[i]);
+        ck_assert_msg(strstr(req.error, "Unicode") && strstr(req.error, " at byte "), "%s: %s",
+                      bad[i], req.error);
+    }
+    /* a pair is one character; other escapes are fine wherever they are */
+    ck_assert_int_eq(parse("{\"data\":[\"\\ud83d\\ude00\", \"\\n\\\\\\\"\", {\"a\\tb\":1}]}"), 0);
+    assert_raw(REQUEST_DATA, REQUEST_ARRAY, "[\"\\ud83d\\ude00\", \"\\n\\\\\\\"\", {\"a\\tb\":1}]");
 }
 END_TEST
 
@@ -183,6 +206,7 @@ int main(void)
     tcase_add_test(tc, nested_members_are_not_the_requests);
     tcase_add_test(tc, not_an_object_is_valid_json);
     tcase_add_test(tc, invalid_json_says_where);
+    tcase_add_test(tc, lone_surrogate_escapes_are_refused);
     tcase_add_test(tc, a_repeated_protocol_member_is_refused);
     tcase_add_test(tc, deep_nesting_is_validated_without_recursion);
     tcase_add_test(tc, since_must_be_a_non_negative_integer);
