@@ -71,6 +71,7 @@ void hub_close(struct worker *w)
         }
         w->hub.buckets[b] = NULL;
     }
+    w->hub.ready = NULL;
 }
 
 struct hub_stream *hub_find(struct worker *w, const char *name, size_t len)
@@ -112,8 +113,26 @@ static struct hub_stream *hub_get(struct worker *w, const char *name, size_t len
     return hs;
 }
 
+/* A stream this worker published to and follows: fanned out at the next
+ * uv_check without scanning every other stream. */
+static void hub_mark_ready(struct worker *w, struct hub_stream *hs)
+{
+    if (hs->ready)
+        return;
+    hs->ready = 1;
+    hs->ready_next = w->hub.ready;
+    w->hub.ready = hs;
+}
+
 static void hub_forget(struct worker *w, struct hub_stream *hs)
 {
+    if (hs->ready) {
+        struct hub_stream **rp = &w->hub.ready;
+        while (*rp && *rp != hs)
+            rp = &(*rp)->ready_next;
+        if (*rp)
+            *rp = hs->ready_next;
+    }
     struct hub_stream **pp = &w->hub.buckets[hub_hash(hs->name, hs->name_len)];
     while (*pp && *pp != hs)
         pp = &(*pp)->next;
@@ -339,12 +358,24 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
     hs->delivered_seq = last;
 }
 
+/* Fan out: every followed stream after a wake-up from another worker
+ * (which does not say which streams), else only those published to here. */
 void hub_run(struct worker *w)
 {
+    /* Popped one at a time: a delivery that closes a connection may
+     * forget a stream still on the list (hub_forget unlinks it). */
+    struct hub_stream *hs;
+    while ((hs = w->hub.ready) != NULL) {
+        w->hub.ready = hs->ready_next;
+        hs->ready = 0;
+        hs->ready_next = NULL;
+        if (hs->nsubs && !w->hub.scan)
+            hub_deliver(w, hs);
+    }
     if (w->hub.scan) {
         w->hub.scan = 0;
         for (int b = 0; b < HUB_BUCKETS; b++) {
-            for (struct hub_stream *hs = w->hub.buckets[b]; hs; hs = hs->next) {
+            for (hs = w->hub.buckets[b]; hs; hs = hs->next) {
                 if (hs->nsubs)
                     hub_deliver(w, hs);
             }
@@ -399,7 +430,7 @@ static int hub_local_publish(struct conn *c, struct hub_stream *hs, const char *
      * with whatever else this read brought: the record waits for our
      * cursor, so nothing can push it out meanwhile. */
     if (hs->nsubs)
-        w->hub.scan = 1;
+        hub_mark_ready(w, hs);
     return 0;
 }
 

@@ -261,6 +261,8 @@ struct hub_frameq {
 
 struct hub_stream {
     struct hub_stream *next;        /* hash chain */
+    struct hub_stream *ready_next;  /* hub.ready: published here since the last fan-out */
+    uint8_t ready;
     struct streamlog_ref ref;
     uint64_t delivered_seq;         /* every seq <= this went to local subscribers */
     struct streamlog_iter it;       /* where the next record to fan out starts */
@@ -312,7 +314,8 @@ struct hub {
     struct hub_stream *buckets[HUB_BUCKETS];
     uv_poll_t wake;                 /* this worker's eventfd */
     int wake_fd;
-    int scan;                       /* fan out at the next uv_check */
+    int scan;                       /* fan out every stream at the next uv_check */
+    struct hub_stream *ready;       /* fan out these at the next uv_check (local publishes) */
     uint64_t wake_mask;             /* other workers to wake at the next uv_check */
     uint64_t stuck_mask;            /* workers that made no progress for send_timeout */
     uint64_t streams;
