@@ -26,7 +26,7 @@ struct request_scan {
     int member;             /* the top-level member whose value comes next, or -1 */
     size_t key_end;         /* offset past that member's key */
     int open;               /* member whose container value is being read, or -1 */
-    size_t last_end;        /* offset past the last token a callback reported */
+    size_t last_end;        /* offset past the last string or name (or the whole value) */
     int failed;             /* errno when a callback stopped the parse */
 };
 
@@ -73,13 +73,16 @@ static int request_scan_escapes(struct request_scan *s, const unsigned char *tex
     return -EINVAL;
 }
 
-/* A top-level member's value begins (containers) or is complete (scalars). */
-static void request_scan_value(struct request_scan *s, enum request_kind kind, size_t end)
+/* A top-level member's value begins (containers) or is complete (scalars).
+ * Most tokens are inside `data` (sample after sample): those return at the
+ * first test. */
+static void request_scan_value(struct request_scan *s, enum request_kind kind)
 {
     if (s->depth != 1 || s->member < 0)
         return;
     struct request_value *v = &s->r->member[s->member];
     size_t start = request_scan_value_start(s);
+    size_t end = request_scan_offset(s);
     v->kind = kind;
     v->raw = s->msg + start;
     v->raw_len = end > start ? end - start : 0;
@@ -88,30 +91,27 @@ static void request_scan_value(struct request_scan *s, enum request_kind kind, s
     s->member = -1;
 }
 
+/* Scalars need no last_end: request_scan_escapes looks for the opening
+ * quote of a string from the end of the token before it, and no token but
+ * a string contains a quote. */
 static int request_on_null(void *ctx)
 {
-    struct request_scan *s = ctx;
-    request_scan_value(s, REQUEST_NULL, request_scan_offset(s));
-    s->last_end = request_scan_offset(s);
+    request_scan_value(ctx, REQUEST_NULL);
     return 1;
 }
 
 static int request_on_bool(void *ctx, int value)
 {
-    struct request_scan *s = ctx;
     (void)value;
-    request_scan_value(s, REQUEST_BOOL, request_scan_offset(s));
-    s->last_end = request_scan_offset(s);
+    request_scan_value(ctx, REQUEST_BOOL);
     return 1;
 }
 
 static int request_on_number(void *ctx, const char *text, size_t len)
 {
-    struct request_scan *s = ctx;
     (void)text;
     (void)len;
-    request_scan_value(s, REQUEST_NUMBER, request_scan_offset(s));
-    s->last_end = request_scan_offset(s);
+    request_scan_value(ctx, REQUEST_NUMBER);
     return 1;
 }
 
@@ -126,7 +126,7 @@ static int request_on_string(void *ctx, const unsigned char *text, size_t len)
     if (s->depth != 1 || s->member < 0)
         return 1;
     int m = s->member;
-    request_scan_value(s, REQUEST_STRING, request_scan_offset(s));
+    request_scan_value(s, REQUEST_STRING);
     struct request_value *v = &s->r->member[m];
     const char *t = (const char *)text;
     if (t >= s->msg && t + len <= s->msg + s->len) {
@@ -175,9 +175,8 @@ static int request_on_open(void *ctx, enum request_kind kind)
     struct request_scan *s = ctx;
     if (s->depth == 0 && kind == REQUEST_OBJECT)
         s->r->is_object = 1;
-    request_scan_value(s, kind, request_scan_offset(s));
+    request_scan_value(s, kind);
     s->depth++;
-    s->last_end = request_scan_offset(s);
     return 1;
 }
 
@@ -185,7 +184,8 @@ static int request_on_close(void *ctx)
 {
     struct request_scan *s = ctx;
     s->depth--;
-    s->last_end = request_scan_offset(s);
+    if (s->depth == 0)
+        s->last_end = request_scan_offset(s); /* the end of the whole value */
     if (s->depth == 1 && s->open >= 0) {
         struct request_value *v = &s->r->member[s->open];
         v->raw_len = (size_t)(s->msg + request_scan_offset(s) - v->raw);
