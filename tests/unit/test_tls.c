@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "tls.h"
+#include "unit.h"
 
 /* ---- temp folder, removed by the (parent-side) unchecked teardown ---- */
 
@@ -576,7 +577,7 @@ END_TEST
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
-    TCase *tc = tcase_create("tls");
+    TCase *tc = unit_tcase(s, "tls");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_checked_fixture(tc, make_fixture, free_fixture);
     tcase_add_test(tc, good_pair_loads_with_fingerprint);
@@ -593,15 +594,10 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, alpn_selects_http11_only);
     tcase_add_test(tc, no_tickets_no_session_cache);
     tcase_add_test(tc, error_reason_reads_and_clears_the_queue);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(tls_suite());
 }
