@@ -19,6 +19,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -92,6 +93,7 @@ static void setup(void)
     w->cfg.max_streams = 4;
     snprintf(seg_name, sizeof(seg_name), "/wsgate-unit-handshake-%d", (int)getpid());
     ck_assert_int_eq(segment_create(seg_name, &w->cfg, &seg), 0);
+    shm_unlink(seg_name); /* mapped, and gone from /dev/shm even if a test fails */
     w->seg = seg;
     w->slot = segment_worker_slot(seg, 0);
     c = calloc(1, sizeof(*c));
