@@ -30,6 +30,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "config.h"
+#include "fakequeue.h"
 #include "log.h"
 #include "unit.h"
 
@@ -40,29 +41,22 @@ static int redis_port;
 
 /* ---- a real Redis ------------------------------------------------------- */
 
+/* A port nobody listens on (just now). */
 static int free_port(void)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t len = sizeof(a);
-    getsockname(s, (struct sockaddr *)&a, &len);
-    close(s);
-    return ntohs(a.sin_port);
+    int port;
+    close(unit_listen(&port));
+    return port;
 }
 
 static int redis_answers(int port)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0;
+    int s = unit_connect(port);
     char buf[16] = "";
-    if (ok)
-        ok = write(s, "PING\r\n", 6) == 6 && read(s, buf, sizeof(buf) - 1) > 0 &&
+    int ok = s >= 0 && write(s, "PING\r\n", 6) == 6 && read(s, buf, sizeof(buf) - 1) > 0 &&
              strncmp(buf, "+PONG", 5) == 0;
-    close(s);
+    if (s >= 0)
+        close(s);
     return ok;
 }
 
@@ -89,8 +83,7 @@ static void redis_stop(void)
 {
     if (redis_pid <= 0)
         return;
-    kill(redis_pid, SIGCONT);
-    kill(redis_pid, SIGKILL);
+    kill(redis_pid, SIGKILL); /* stopped or not: never a reply after this */
     waitpid(redis_pid, NULL, 0);
     redis_pid = -1;
 }
@@ -176,10 +169,7 @@ static void on_range(void *arg, int err, const struct broker_entry *e, size_t n)
 
 static void make_worker(int nbrokers, const int *ports)
 {
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     w->cfg.broker_count = nbrokers;
     for (int i = 0; i < nbrokers; i++)
         snprintf(w->cfg.broker[i], sizeof(w->cfg.broker[i]), "redis://127.0.0.1:%d/0", ports[i]);
@@ -231,6 +221,20 @@ static void wait_answer(struct answer *a)
 {
     watched = a;
     ck_assert_msg(run_until(answered, 5000), "no answer within 5 s");
+}
+
+/* Publish `data` to stream s on broker 0 and wait for the answer. */
+static void publish_wait(const char *s, const char *data, struct answer *a)
+{
+    broker_publish(w, 0, s, strlen(s), data, strlen(data), 1, on_seq, a);
+    wait_answer(a);
+}
+
+/* Refill s from `from` in `epoch` and wait for the answer. */
+static void refill_wait(const char *s, uint64_t from, const char *epoch, struct answer *a)
+{
+    broker_refill(w, 0, s, strlen(s), from, epoch, 10, on_range, a);
+    wait_answer(a);
 }
 
 static int nsub_want, nmsg_want;
@@ -318,24 +322,20 @@ START_TEST(a_sequence_behind_what_was_seen_is_moved_past_it)
     ck_assert(run_until(both_up, 5000));
     const char *s = "patient/8/ecg";
     struct answer p = {0};
-    broker_publish(w, 0, s, strlen(s), "1", 1, 1, on_seq, &p);
-    wait_answer(&p);
+    publish_wait(s, "1", &p);
     ck_assert_uint_eq(p.seq, 1);
     /* This worker delivered up to 9 in this epoch; the broker says 1 (a
      * failover lost 2..9): the refill finds nothing and moves it to 9. */
     struct answer r = {0};
-    broker_refill(w, 0, s, strlen(s), 10, p.epoch, 10, on_range, &r);
-    wait_answer(&r);
+    refill_wait(s, 10, p.epoch, &r);
     ck_assert_int_eq(r.err, 0);
     ck_assert_uint_eq(r.n, 0);
     struct answer next = {0};
-    broker_publish(w, 0, s, strlen(s), "10", 2, 2, on_seq, &next);
-    wait_answer(&next);
+    publish_wait(s, "10", &next);
     ck_assert_uint_eq(next.seq, 10);
     /* From a position it has, the refill returns what is held. */
     struct answer held = {0};
-    broker_refill(w, 0, s, strlen(s), 1, p.epoch, 10, on_range, &held);
-    wait_answer(&held);
+    refill_wait(s, 1, p.epoch, &held);
     ck_assert_uint_eq(held.n, 2);
     ck_assert_uint_eq(held.seqs[0], 1);
     ck_assert_uint_eq(held.seqs[1], 10);
@@ -351,8 +351,7 @@ START_TEST(nothing_arrives_after_unsubscribe)
     ck_assert(run_until(got_subscribed, 5000));
     broker_unsubscribe(w, 0, s, strlen(s));
     struct answer p = {0};
-    broker_publish(w, 0, s, strlen(s), "1", 1, 1, on_seq, &p);
-    wait_answer(&p);
+    publish_wait(s, "1", &p);
     ck_assert_int_eq(p.err, 0);
     nmsg_want = 1;
     ck_assert(!run_until(got_messages, 300));
@@ -384,8 +383,7 @@ START_TEST(redis_lost_then_back)
     ck_assert(run_until(both_up, 10000)); /* reconnected with backoff */
     ck_assert_int_eq(reconnected, 2);
     struct answer again = {0};
-    broker_publish(w, 0, s, strlen(s), "3", 1, 3, on_seq, &again);
-    wait_answer(&again);
+    publish_wait(s, "3", &again);
     ck_assert_int_eq(again.err, 0);
     ck_assert_uint_eq(again.seq, 1); /* a new Redis, a new sequence */
 }

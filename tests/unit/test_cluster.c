@@ -43,10 +43,7 @@ static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
     cluster_malloc_fails = 0;
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     hs = calloc(1, sizeof(*hs));
     hs->owner = w;
     hs->cstate = HUB_LIVE;

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "fakequeue.h"
 #include "log.h"
 #include "sendq.h"
 #include "unit.h"
@@ -90,10 +91,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     fed_len = 0;
     calls[0] = '\0';
     accepted = NULL;

@@ -87,10 +87,7 @@ static void no_write_cb(struct conn *conn, int status)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     c = calloc(1, sizeof(*c));
     c->w = w;
     c->state = CONN_WS;

@@ -22,19 +22,7 @@ static int server = -1, client = -1;
 
 static void setup(void)
 {
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(listener, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    ck_assert_int_eq(listen(listener, 1), 0);
-    socklen_t len = sizeof(addr);
-    ck_assert_int_eq(getsockname(listener, (struct sockaddr *)&addr, &len), 0);
-    client = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_eq(connect(client, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    server = accept(listener, NULL, NULL);
-    ck_assert_int_ge(server, 0);
-    close(listener);
+    unit_tcp_pair(&server, &client);
 }
 
 static void teardown(void)

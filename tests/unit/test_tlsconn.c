@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fakequeue.h"
 #include "log.h"
 #include "sendq.h"
 #include "testcert.h"
@@ -134,10 +136,7 @@ static struct tls_pair make_pair(void)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     snprintf(w->cfg.tls_cert_file, sizeof(w->cfg.tls_cert_file), "%s", "unit.pem");
     snprintf(w->cfg.tls_fingerprint, sizeof(w->cfg.tls_fingerprint), "%s", "unit-pair");
     ck_assert_int_eq(uv_loop_init(&w->loop), 0);
@@ -146,18 +145,9 @@ static void setup(void)
     tls_pair_free(&pair);
     ck_assert_ptr_nonnull(w->tls_ctx);
 
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    ck_assert_int_eq(listen(listener, 1), 0);
-    socklen_t alen = sizeof(addr);
-    getsockname(listener, (struct sockaddr *)&addr, &alen);
-    client_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    connect(client_fd, (struct sockaddr *)&addr, sizeof(addr));
-    int server_fd = accept(listener, NULL, NULL);
-    ck_assert_int_ge(server_fd, 0);
-    close(listener);
+    int server_fd;
+    unit_tcp_pair(&server_fd, &client_fd);
+    ck_assert_int_eq(fcntl(client_fd, F_SETFL, O_NONBLOCK), 0);
 
     c = calloc(1, sizeof(*c));
     c->w = w;

@@ -53,14 +53,7 @@ static void setup(void)
     seg->worker[0].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     keys = auth_keystore_create();
     ck_assert_ptr_nonnull(keys);
-    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(listen_fd, 16), 0);
-    socklen_t len = sizeof(a);
-    getsockname(listen_fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
+    listen_fd = unit_listen(&port);
     child = -1;
 }
 
@@ -108,10 +101,8 @@ static int worker_exit_status(void)
 
 static int client_connect(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    int fd = unit_connect(port);
+    ck_assert_int_ge(fd, 0);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;

@@ -7,14 +7,21 @@
  *   unit_run(s)           run suite s (Check forks each test, with
  *                         CK_DEFAULT_TIMEOUT), free it; main's exit status
  *   unit_client_frame()   a WebSocket frame as a client sends it (masked)
+ *   unit_listen(&port)    a TCP socket listening on 127.0.0.1, a free port
+ *   unit_connect(port)    a TCP connection to 127.0.0.1:port, or -1
+ *   unit_tcp_pair(&s, &c) both ends of one loopback TCP connection
  */
 #ifndef WSGATE_TEST_UNIT_H
 #define WSGATE_TEST_UNIT_H
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static inline TCase *unit_tcase(Suite *s, const char *name)
 {
@@ -59,6 +66,44 @@ static inline size_t unit_client_frame(uint8_t *out, int fin, int opcode, const 
     for (uint64_t i = 0; i < len; i++)
         out[n++] = (uint8_t)((payload ? ((const uint8_t *)payload)[i] : 'p') ^ key[i % 4]);
     return n;
+}
+
+static inline int unit_listen(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 16), 0);
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static inline int unit_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static inline void unit_tcp_pair(int *server, int *client)
+{
+    int port;
+    int listener = unit_listen(&port);
+    *client = unit_connect(port);
+    ck_assert_int_ge(*client, 0);
+    *server = accept(listener, NULL, NULL);
+    ck_assert_int_ge(*server, 0);
+    close(listener);
 }
 
 #endif
