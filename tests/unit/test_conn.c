@@ -18,8 +18,10 @@
 
 #include "config.h"
 #include "conn.h"
+#include "fakequeue.h"
 #include "log.h"
 #include "sendq.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -89,10 +91,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     fed_len = 0;
     calls[0] = '\0';
     accepted = NULL;
@@ -214,16 +213,11 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("conn");
-    TCase *tc = tcase_create("conn");
+    TCase *tc = unit_tcase(s, "conn");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, bytes_go_to_feed_and_eof_closes_through_the_handlers);
     tcase_add_test(tc, the_sweep_asks_the_phase);
     tcase_add_test(tc, output_reaches_the_client_then_close_after_flush_closes);
     tcase_add_test(tc, nothing_is_queued_once_closed);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

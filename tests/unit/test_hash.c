@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "unit.h"
 
 START_TEST(fnv1a_vectors)
 {
@@ -22,12 +23,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("hash");
-    TCase *tc = tcase_create("fnv1a");
+    TCase *tc = unit_tcase(s, "fnv1a");
     tcase_add_test(tc, fnv1a_vectors);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

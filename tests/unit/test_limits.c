@@ -17,6 +17,7 @@
 
 #include "iptable.h"
 #include "ratelimit.h"
+#include "unit.h"
 
 #define S 1000000000ull
 
@@ -263,29 +264,23 @@ END_TEST
 static Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
-    TCase *tc = tcase_create("ratelimit");
+    TCase *tc = unit_tcase(s, "ratelimit");
     tcase_add_test(tc, bucket_allows_burst_then_refuses);
     tcase_add_test(tc, bucket_refills_at_the_rate);
     tcase_add_test(tc, bucket_off_and_rate_changes);
     tcase_add_test(tc, abuse_window);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("iptable");
+    tc = unit_tcase(s, "iptable");
     tcase_add_test(tc, limit_is_replica_wide);
     tcase_add_test(tc, release_removes_empty_entries);
     tcase_add_test(tc, dead_worker_counts_given_back);
     tcase_add_test(tc, many_addresses_and_deletions_keep_lookups_right);
     tcase_add_test(tc, full_table_stops_tracking);
     tcase_add_test(tc, lock_of_a_dead_owner_is_recovered);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(limits_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(limits_suite());
 }

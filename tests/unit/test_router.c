@@ -16,6 +16,7 @@
 #include <check.h>
 
 #include "config.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct conn *c;
@@ -261,7 +262,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("router");
-    TCase *tc = tcase_create("router");
+    TCase *tc = unit_tcase(s, "router");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, ping_echoes_the_id_as_sent);
     tcase_add_test(tc, publish_hands_the_hub_the_publishers_bytes);
@@ -270,10 +271,5 @@ int main(void)
     tcase_add_test(tc, subscribe_and_unsubscribe_reach_the_hub);
     tcase_add_test(tc, malformed_requests_never_reach_the_hub);
     tcase_add_test(tc, the_rate_limit_refuses_then_closes);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }
