@@ -18,6 +18,7 @@
 
 #include <check.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "request.h"
+#include "unit.h"
 
 static struct request req;
 
@@ -199,7 +200,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("request");
-    TCase *tc = tcase_create("parse");
+    TCase *tc = unit_tcase(s, "parse");
     tcase_add_test(tc, members_are_the_clients_own_bytes);
     tcase_add_test(tc, spacing_and_every_kind_of_value);
     tcase_add_test(tc, escaped_member_names_count);
@@ -210,11 +211,7 @@ int main(void)
     tcase_add_test(tc, a_repeated_protocol_member_is_refused);
     tcase_add_test(tc, deep_nesting_is_validated_without_recursion);
     tcase_add_test(tc, since_must_be_a_non_negative_integer);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = unit_run(s);
     request_free(&req);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }
