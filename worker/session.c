@@ -89,8 +89,8 @@ static const char *session_inflate_why(int err)
                              : "out of memory inflating a message";
 }
 
-/* Count an inflated message, or log why it could not be (-1: the caller
- * closes with session_inflate_code). */
+/* Count an inflated message (0), or log why it could not be and return
+ * err (the caller closes with session_inflate_code). */
 static int session_inflated(struct conn *c, int err, size_t len, size_t inflated)
 {
     if (err == 0) {
@@ -105,7 +105,7 @@ static int session_inflated(struct conn *c, int err, size_t len, size_t inflated
     log_int(&l, "compressed_bytes", (int64_t)len);
     log_str(&l, "message", session_inflate_why(err));
     log_end(&l);
-    return -1;
+    return err;
 }
 
 static enum segment_disconnect_reason session_inflate_reason(int err)
@@ -292,7 +292,7 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
  * compressed bytes go to the thread pool, which inflates them under
  * max_message_size (a few bytes must not buy milliseconds of the loop).
  * On failure the close is queued (wslay sends it after this callback) and
- * -1 returned. */
+ * deflate_inflate's negative errno returned. */
 static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const uint8_t *in,
                            size_t len, uint8_t **out, size_t *out_len)
 {
@@ -306,7 +306,7 @@ static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const ui
     const char *why = session_inflate_why(r);
     wslay_event_queue_close(ctx, session_inflate_code(r), (const uint8_t *)why, strlen(why));
     wslay_event_shutdown_read(ctx);
-    return -1;
+    return r;
 }
 
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
