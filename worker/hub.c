@@ -203,9 +203,12 @@ static struct streamlog_policy hub_policy(const struct worker *w)
 
 /* Build the frames of the records from *it to the end of the log whose
  * seq is at least `from`, moving *it past them. Stream locked by the
- * caller. Returns the count, or -ENOMEM with *it unmoved. */
+ * caller. *out is `local` when the records fit its nlocal entries (the
+ * live path: usually one record), else allocated for the caller to free.
+ * Returns the count, or -ENOMEM with *it unmoved. */
 static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlog_stream *st,
-                        struct streamlog_iter *it, uint64_t from, struct hub_out **out)
+                        struct streamlog_iter *it, uint64_t from, struct hub_out **out,
+                        struct hub_out *local, size_t nlocal)
 {
     struct streamlog *sl = segment_streams(w->seg);
     uint64_t last = atomic_load(&st->last_seq);
@@ -213,7 +216,7 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
     *out = NULL;
     if (last < first)
         return 0;
-    struct hub_out *o = malloc((last - first + 1) * sizeof(*o));
+    struct hub_out *o = last - first + 1 <= nlocal ? local : malloc((last - first + 1) * sizeof(*o));
     if (!o)
         return -ENOMEM;
     struct streamlog_iter at = *it;
@@ -229,7 +232,8 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
         if (!o[n].frame) {
             while (n > 0)
                 sendq_frame_unref(o[--n].frame);
-            free(o);
+            if (o != local)
+                free(o);
             return -ENOMEM;
         }
         o[n].seq = r->seq;
@@ -316,7 +320,8 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
         streamlog_iter_head(st, &hs->it);
     }
     struct hub_out *out;
-    long n = hub_collect(w, hs, st, &hs->it, from, &out);
+    struct hub_out local[8];
+    long n = hub_collect(w, hs, st, &hs->it, from, &out, local, sizeof(local) / sizeof(local[0]));
     if (n >= 0) {
         struct streamlog_policy pol = hub_policy(w);
         streamlog_consumed(sl, st, w->slot_index, hs->it.pos, &pol);
@@ -354,7 +359,8 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
     }
     for (long i = 0; i < n; i++)
         sendq_frame_unref(out[i].frame);
-    free(out);
+    if (out != local)
+        free(out);
     hs->delivered_seq = last;
 }
 
@@ -546,7 +552,7 @@ static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
                 first = st->head_seq;
             struct streamlog_iter it;
             streamlog_iter_head(st, &it);
-            n = first <= last ? hub_collect(w, hs, st, &it, first, &out) : 0;
+            n = first <= last ? hub_collect(w, hs, st, &it, first, &out, NULL, 0) : 0;
             if (n < 0)
                 n = 0, first = last + 1; /* out of memory: say what was not replayed */
             if (first > after + 1)
