@@ -234,6 +234,8 @@ static void request_scan_error(struct request_scan *s)
  * characters are not allowed in strings), so finding one is enough. */
 static const char *request_bad_space(const char *msg, size_t len)
 {
+    if (len == 0)
+        return NULL; /* wslay hands an empty message as NULL */
     const char *ff = memchr(msg, '\f', len);
     const char *vt = memchr(msg, '\v', ff ? (size_t)(ff - msg) : len);
     return vt ? vt : ff;

@@ -119,6 +119,8 @@ START_TEST(invalid_json_says_where)
         ck_assert_msg(strstr(req.error, " at byte ") != NULL, "%s: %s", bad[i], req.error);
         ck_assert_msg(strchr(req.error, '\n') == NULL, "%s: %s", bad[i], req.error);
     }
+    request_free(&req);
+    ck_assert_int_eq(request_parse(&req, NULL, 0), -EINVAL); /* wslay's empty message */
 }
 END_TEST
 
