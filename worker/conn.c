@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,16 @@
 #define CONN_QUIET_NS (1ull * 1000000000ull)
 /* Unsent bytes beyond this many max_send_buffers close a connection at once. */
 #define CONN_SEND_CEILING 4u
+/* Unsent bytes the kernel may hold for a connection: max_send_buffer
+ * bounds what a slow subscriber may have waiting; without this the kernel
+ * would quietly hold megabytes more (its send buffer grows to tcp_wmem's
+ * maximum) before our own queue even starts. */
+#define CONN_NOTSENT_LOWAT (128 * 1024)
+
+void conn_remote_string(const struct conn *c, char *out, size_t len)
+{
+    iptable_format(c->ip, c->port, out, len);
+}
 
 void conn_id_string(const struct conn *c, char *out, size_t len)
 {
@@ -31,11 +43,12 @@ void conn_id_string(const struct conn *c, char *out, size_t len)
 void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level level,
                     const char *event)
 {
-    char id[32];
+    char id[32], remote[CONN_REMOTE_MAX];
     conn_id_string(c, id, sizeof(id));
+    conn_remote_string(c, remote, sizeof(remote));
     log_begin(l, level, event);
     log_str(l, "conn", id);
-    log_str(l, "remote", c->remote);
+    log_str(l, "remote", remote);
 }
 
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -269,27 +282,42 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         conn_deliver(c, buf->base, (size_t)nread);
 }
 
-static void conn_format_remote(struct conn *c)
+/* The peer's address, kept as 18 bytes: the text form is made only for
+ * the rare log line that shows it. */
+static void conn_read_peer(struct conn *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            uv_ip4_name(in, host, sizeof(host));
-            port = ntohs(in->sin_port);
-            c->ip[10] = c->ip[11] = 0xff;
-            memcpy(c->ip + 12, &in->sin_addr, 4);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(in6, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-            memcpy(c->ip, &in6->sin6_addr, 16);
-        }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        c->ip[10] = c->ip[11] = 0xff;
+        memcpy(c->ip + 12, &in->sin_addr, 4);
+        c->port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        memcpy(c->ip, &in6->sin6_addr, 16);
+        c->port = ntohs(in6->sin6_port);
     }
-    snprintf(c->remote, sizeof(c->remote), "%s:%d", host, port);
+}
+
+/* TCP_NODELAY, and TCP_NOTSENT_LOWAT to bound the kernel's share of a
+ * slow reader's backlog. 0 or a negative errno. */
+static int conn_set_socket_options(uv_os_fd_t fd)
+{
+    int one = 1, lowat = CONN_NOTSENT_LOWAT;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) < 0)
+        return -errno;
+    return 0;
+}
+
+void conn_listener_setup(struct worker *w)
+{
+    uv_os_fd_t fd;
+    w->sockopts_inherited = uv_fileno((uv_handle_t *)&w->listener, &fd) == 0 &&
+                            conn_set_socket_options(fd) == 0;
 }
 
 void conn_resume_reading(struct conn *c)
@@ -328,8 +356,10 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
     sendq_init(&c->out, conn_write_done);
-    uv_tcp_nodelay(&c->tcp, 1);
-    conn_format_remote(c);
+    uv_os_fd_t fd;
+    if (!w->sockopts_inherited && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        conn_set_socket_options(fd);
+    conn_read_peer(c);
     c->req = malloc(sizeof(*c->req));
     if (!c->req) {
         conn_close_with(c, DISCONNECT_ERROR, 0);

@@ -16,6 +16,15 @@
 #include "log-t.h"
 #include "worker-t.h"
 
+/* "address:port" of the peer fits in this. */
+#define CONN_REMOTE_MAX 56
+
+/* Set on the worker's listening socket the options every connection gets
+ * (TCP_NODELAY, TCP_NOTSENT_LOWAT): Linux copies them to each accepted
+ * socket, which saves two system calls per connection. Where that fails,
+ * conn_accept sets them on each connection. */
+void conn_listener_setup(struct worker *w);
+
 /* Accept one pending connection from the worker's listener; `handlers`
  * serve it until the layer above installs others. */
 void conn_accept(struct worker *w, const struct conn_handlers *handlers);
@@ -55,6 +64,8 @@ void conn_flush_dirty(struct worker *w);
 /* Periodic checks: handshake and idle timeouts, heartbeats, close waits. */
 void conn_sweep(struct worker *w, uint64_t now_ns);
 
+/* "address:port" of the peer, "?:0" when unknown (out: CONN_REMOTE_MAX). */
+void conn_remote_string(const struct conn *c, char *out, size_t len);
 /* "<worker>-<n>", the id used in logs. */
 void conn_id_string(const struct conn *c, char *out, size_t len);
 /* Start a log line about this connection: its id and remote address. */

@@ -1,7 +1,5 @@
 #include "handshake.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +21,6 @@
 #include "view.h"
 
 #define HANDSHAKE_WS_VERSION_HEADER "Sec-WebSocket-Version: 13\r\n"
-/* Unsent bytes the kernel may hold for a WebSocket connection. */
-#define HANDSHAKE_NOTSENT_LOWAT (128 * 1024)
 
 static void handshake_respond(struct conn *c, int status, const char *content_type,
                               const char *extra, const char *body, size_t body_len, int head_only)
@@ -73,17 +69,6 @@ static void handshake_log_connect(struct conn *c)
     if (c->pmd_wbits)
         log_int(&l, "deflate_window_bits", c->pmd_wbits);
     log_end(&l);
-}
-
-/* max_send_buffer bounds what a slow subscriber may have waiting; without
- * this the kernel would quietly hold megabytes more (its send buffer
- * grows to tcp_wmem's maximum) before our own queue even starts. */
-static void handshake_bound_kernel_queue(struct conn *c)
-{
-    uv_os_fd_t fd;
-    int lowat = HANDSHAKE_NOTSENT_LOWAT;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
 /* allowed_origins: a browser (it sends Origin) from a page not listed must
@@ -279,7 +264,6 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
     c->counted = 1;
     c->grant = grant;
     c->subprotocol = up.subprotocol ? 1 : 0;
-    handshake_bound_kernel_queue(c);
 
     char resp[256 + PMDEFLATE_RESPONSE_MAX];
     int n = snprintf(resp, sizeof(resp),

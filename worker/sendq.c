@@ -191,6 +191,7 @@ void sendq_consume(struct conn *conn, size_t n)
 static void sendq_write_done(uv_write_t *req, int status)
 {
     struct conn *conn = req->data;
+    free(req);
     struct sendq *q = &conn->out;
     size_t n = 0;
     struct sendq_chunk *c = q->head;
@@ -233,10 +234,17 @@ int sendq_flush(struct conn *conn)
         n = 0;
         for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
             bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
-        q->req.data = conn;
-        r = uv_write(&q->req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
-        if (r < 0)
+        /* The request lives only while the kernel is full: an idle
+         * connection carries none. */
+        uv_write_t *req = malloc(sizeof(*req));
+        if (!req)
+            return UV_ENOMEM;
+        req->data = conn;
+        r = uv_write(req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
+        if (r < 0) {
+            free(req);
             return r;
+        }
         q->inflight = n;
         return 0;
     }

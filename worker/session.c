@@ -22,15 +22,15 @@
 static ssize_t session_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                                void *user)
 {
-    struct conn *c = user;
-    if (c->rx_len == 0) {
+    struct worker *w = ((struct conn *)user)->w;
+    if (w->rx_len == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    size_t n = c->rx_len < len ? c->rx_len : len;
-    memcpy(buf, c->rx, n);
-    c->rx += n;
-    c->rx_len -= n;
+    size_t n = w->rx_len < len ? w->rx_len : len;
+    memcpy(buf, w->rx, n);
+    w->rx += n;
+    w->rx_len -= n;
     return (ssize_t)n;
 }
 
@@ -475,8 +475,8 @@ static void session_after_io(struct conn *c)
 void session_feed(struct conn *c, const uint8_t *data, size_t len)
 {
     struct segment_counters *ctr = &c->w->slot->counters;
-    c->rx = data;
-    c->rx_len = len;
+    c->w->rx = data;
+    c->w->rx_len = len;
     c->last_rx_ns = clock_now_ns();
     segment_counter_add(&ctr->bytes_received, len);
     if (!c->ws && session_start(c) < 0) {

@@ -290,8 +290,8 @@ static int tlsconn_write_cipher(struct conn *c)
             return UV_ENOMEM;
         memcpy(t->pending, buf + r, t->pending_len);
         b = uv_buf_init(t->pending, (unsigned)t->pending_len);
-        c->out.req.data = c;
-        r = uv_write(&c->out.req, stream, &b, 1, tlsconn_write_done);
+        t->req.data = c;
+        r = uv_write(&t->req, stream, &b, 1, tlsconn_write_done);
         if (r < 0) {
             free(t->pending);
             t->pending = NULL;

@@ -63,7 +63,6 @@ struct sendq {
     unsigned inflight;   /* chunks at the head owned by a pending uv_write */
     unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
                             their ciphertext has reached the kernel */
-    uv_write_t req;      /* the connection's one write request (tlsconn's with TLS) */
     sendq_write_cb write_cb; /* the owner's; kept by sendq_free */
 };
 
@@ -85,6 +84,7 @@ struct tlsconn {
     unsigned shut : 1;        /* close_notify queued */
     unsigned writing : 1;     /* `pending` is in a uv_write */
     unsigned got_bytes : 1;   /* the client sent something */
+    uv_write_t req;           /* carries `pending` while `writing` */
 };
 
 enum conn_state {
@@ -196,23 +196,19 @@ struct conn {
     struct http_request *req;       /* CONN_HTTP only */
     wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
     struct framescan scan;          /* frame boundaries of the client's stream */
-    const uint8_t *rx;              /* bytes being fed to wslay */
-    size_t rx_len;
     uint64_t accepted_ns;
     uint64_t upgraded_ns;
     uint64_t last_rx_ns;
-    uint64_t last_ping_ns;
+    uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
     uint64_t closing_since_ns;
     uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
     uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
     enum segment_request_type msg_type; /* what that message asked for */
     uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
-    uint64_t ping_sent_ns;          /* the latest heartbeat ping's payload (rtt.h) */
     unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
     enum segment_disconnect_reason reason; /* set by whoever decides to close */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
-    int text_message;               /* current incoming message is text */
     struct sendq out;
     struct tlsconn *tls;            /* NULL: plain TCP */
     struct hub_sub *subs;           /* this connection's subscriptions */
@@ -230,7 +226,7 @@ struct conn {
     struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
-    char remote[56];
+    uint16_t port;                  /* peer port; 0: address unknown */
 };
 
 /* One stream as this worker sees it: its local subscribers and how far
@@ -356,6 +352,9 @@ struct worker {
     uint64_t rtt_swept_ns;           /* slowest-by-RTT table last published */
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
+    int sockopts_inherited;          /* accepted sockets get the listener's options (conn.h) */
+    const uint8_t *rx;               /* bytes being fed to wslay, one connection at a time */
+    size_t rx_len;
     char readbuf[65536];
 };
 

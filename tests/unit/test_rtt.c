@@ -40,7 +40,9 @@ static struct conn *new_conn(uint64_t id, uint64_t rtt_ns)
     c->id = id;
     c->state = CONN_WS;
     c->rtt_ns = rtt_ns;
-    snprintf(c->remote, sizeof(c->remote), "127.0.0.1:%u", (unsigned)(40000 + id));
+    static const uint8_t loopback[16] = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1};
+    memcpy(c->ip, loopback, sizeof(loopback));
+    c->port = (uint16_t)(40000 + id);
     c->next = w->conns;
     w->conns = c;
     return c;
