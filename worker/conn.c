@@ -383,7 +383,9 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
 static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
 {
     struct sendq *q = &c->out;
-    if (c->state != CONN_WS || q->bytes == 0) {
+    if (c->state != CONN_WS)
+        return 0; /* send_over_ns shares its word with closing_since_ns */
+    if (q->bytes == 0) {
         c->send_over_ns = 0;
         return 0;
     }
