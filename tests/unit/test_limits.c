@@ -260,6 +260,20 @@ START_TEST(lock_of_a_dead_owner_is_recovered)
 }
 END_TEST
 
+START_TEST(addresses_are_spelled_as_clients_know_them)
+{
+    char out[64];
+    const uint8_t v4[16] = {[10] = 0xff, [11] = 0xff, [12] = 10, [15] = 7};
+    iptable_format(v4, 51422, out, sizeof(out));
+    ck_assert_str_eq(out, "10.0.0.7:51422");
+    const uint8_t v6[16] = {[0] = 0x20, [1] = 0x01, [2] = 0x0d, [3] = 0xb8, [15] = 1};
+    iptable_format(v6, 443, out, sizeof(out));
+    ck_assert_str_eq(out, "2001:db8::1:443");
+    iptable_format(v6, 0, out, sizeof(out));
+    ck_assert_str_eq(out, "?:0");
+}
+END_TEST
+
 static Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
@@ -277,6 +291,7 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, many_addresses_and_deletions_keep_lookups_right);
     tcase_add_test(tc, full_table_stops_tracking);
     tcase_add_test(tc, lock_of_a_dead_owner_is_recovered);
+    tcase_add_test(tc, addresses_are_spelled_as_clients_know_them);
     suite_add_tcase(s, tc);
     return s;
 }
