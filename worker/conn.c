@@ -182,10 +182,12 @@ static int conn_close_code(const struct conn *c)
 {
     if (c->close_code)
         return c->close_code;
-    if (!c->ws)
-        return c->state == CONN_HTTP ? 0 : 1006;
-    if (wslay_event_get_close_sent(c->ws))
-        return wslay_event_get_status_code_sent(c->ws);
+    if (c->state == CONN_HTTP)
+        return 0;
+    if (!c->live)
+        return 1006;
+    if (wslay_event_get_close_sent(c->live->ws))
+        return wslay_event_get_status_code_sent(c->live->ws);
     return 1006;
 }
 
@@ -360,12 +362,6 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
     if (!w->sockopts_inherited && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         conn_set_socket_options(fd);
     conn_read_peer(c);
-    c->req = malloc(sizeof(*c->req));
-    if (!c->req) {
-        conn_close_with(c, DISCONNECT_ERROR, 0);
-        return;
-    }
-    http_request_init(c->req);
     if (w->tls_ctx && tlsconn_start(c, &conn_tls_ops) < 0) {
         log_msg(LOG_ERROR, "error", "out of memory starting TLS on a connection; closing it");
         conn_refuse(c, CONN_ERROR_TLS);

@@ -212,6 +212,15 @@ static int handshake_extensions(struct conn *c, char *ext, size_t cap)
     return 0;
 }
 
+/* The request head is done with: a copy of its own is freed, the
+ * worker's scratch request just let go. */
+static void handshake_drop_request(struct conn *c)
+{
+    if (c->req != &c->w->http_scratch)
+        free(c->req);
+    c->req = NULL;
+}
+
 static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
 {
     struct worker *w = c->w;
@@ -277,8 +286,7 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
                      ext);
     conn_send(c, resp, (size_t)n, 0);
 
-    free(c->req);
-    c->req = NULL;
+    handshake_drop_request(c);
     c->state = CONN_WS;
     c->handlers = &handshake_ws_handlers;
     c->app = &router_app;
@@ -305,28 +313,30 @@ static void handshake_send_view(struct conn *c, const struct view_response *v, i
         conn_send(c, v->body, v->body_len, 0);
 }
 
-void handshake_feed(struct conn *c, const char *data, size_t len)
+/* Parse what arrived and answer once the head is complete; returns
+ * HTTP_FEED_MORE while it is not. */
+static enum http_feed_result handshake_read_head(struct conn *c, const char *data, size_t len)
 {
     size_t consumed = 0;
     enum http_feed_result r = http_request_feed(c->req, data, len, &consumed);
     if (r == HTTP_FEED_MORE)
-        return;
+        return r;
     if (r == HTTP_FEED_BAD) {
         handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL,
                          c->req->no_version
                              ? "request line without HTTP version: send e.g. GET /health HTTP/1.1"
                              : "malformed HTTP request");
-        return;
+        return r;
     }
     if (r == HTTP_FEED_VERSION) {
         handshake_refuse(c, 505, CONN_ERROR_HANDSHAKE, NULL,
                          "HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)");
-        return;
+        return r;
     }
     if (r == HTTP_FEED_TOO_BIG) {
         handshake_refuse(c, 431, CONN_ERROR_HANDSHAKE, NULL,
                          "request head larger than 8 KiB or more than 64 headers");
-        return;
+        return r;
     }
 
     char path[256];
@@ -336,7 +346,7 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
 
     if (method != HTTP_METHOD_OTHER && strcmp(path, "/ws") == 0) {
         handshake_upgrade(c, data + consumed, len - consumed);
-        return;
+        return r;
     }
 
     struct view_response view;
@@ -344,7 +354,7 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
         handshake_send_view(c, &view, head_only);
         c->close_after_flush = 1;
         uv_read_stop((uv_stream_t *)&c->tcp);
-        return;
+        return r;
     }
 
     struct endpoint_response resp;
@@ -364,6 +374,37 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
     }
     c->close_after_flush = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    return r;
+}
+
+/* Most request heads arrive in one read: they are parsed in the worker's
+ * one scratch request and never copied. Only a head split across reads
+ * gets a request of its own (8.8 KiB) until it is complete. */
+void handshake_feed(struct conn *c, const char *data, size_t len)
+{
+    if (c->close_after_flush)
+        return; /* answered: what follows the head is not read */
+    struct http_request *scratch = &c->w->http_scratch;
+    if (!c->req) {
+        http_request_init(scratch);
+        c->req = scratch;
+    }
+    enum http_feed_result r = handshake_read_head(c, data, len);
+    if (c->req != scratch)
+        return;
+    if (r != HTTP_FEED_MORE || c->closed) {
+        c->req = NULL;
+        return;
+    }
+    struct http_request *own = malloc(sizeof(*own));
+    if (!own) {
+        handshake_refuse(c, 503, CONN_ERROR_CAPACITY, "Retry-After: 1\r\n",
+                         "out of memory reading the request head; retry");
+        c->req = NULL;
+        return;
+    }
+    memcpy(own, scratch, sizeof(*own));
+    c->req = own;
 }
 
 static void handshake_ws_feed(struct conn *c, const char *data, size_t len)

@@ -125,10 +125,10 @@ static void session_close_inflate(struct conn *c, int err)
         session_close(c, code, why, session_inflate_reason(err));
         return;
     }
-    if (!c->ws || wslay_event_get_close_sent(c->ws))
+    if (!c->live || wslay_event_get_close_sent(c->live->ws))
         return;
-    wslay_event_queue_close(c->ws, code, (const uint8_t *)why, strlen(why));
-    wslay_event_shutdown_read(c->ws);
+    wslay_event_queue_close(c->live->ws, code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->live->ws);
 }
 
 /* ---- large messages: parsed off the loop ---- */
@@ -197,13 +197,15 @@ static void session_free_pending(struct pending_msg *m)
 
 void session_drop_pending(struct conn *c)
 {
-    struct pending_msg *m = c->pending_head;
+    if (!c->live)
+        return;
+    struct pending_msg *m = c->live->pending_head;
     while (m) {
         struct pending_msg *next = m->next;
         session_free_pending(m);
         m = next;
     }
-    c->pending_head = c->pending_tail = NULL;
+    c->live->pending_head = c->live->pending_tail = NULL;
 }
 
 /* A message small enough to parse on the loop, now. */
@@ -219,7 +221,7 @@ static void session_deliver(struct conn *c, const char *msg, size_t len)
  * connection is read again. */
 static void session_pump(struct conn *c)
 {
-    for (struct pending_msg *m; (m = c->pending_head) != NULL;) {
+    for (struct pending_msg *m; c->live && (m = c->live->pending_head) != NULL;) {
         if (c->closed || c->state != CONN_WS) {
             session_drop_pending(c);
             return;
@@ -237,9 +239,9 @@ static void session_pump(struct conn *c)
             session_inflate_and_parse(m);
             m->parsed = 1;
         }
-        c->pending_head = m->next;
-        if (!c->pending_head)
-            c->pending_tail = NULL;
+        c->live->pending_head = m->next;
+        if (!c->live->pending_head)
+            c->live->pending_tail = NULL;
         c->msg_start_ns = m->received_ns;
         if (m->compressed && session_inflated(c, m->inflate_err, m->len, m->plain_len) < 0) {
             session_close_inflate(c, m->inflate_err);
@@ -277,13 +279,13 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
     m->received_ns = now;
     m->len = len;
     memcpy(m->data, msg, len);
-    if (!c->pending_head)
+    if (!c->live->pending_head)
         uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->pending_tail)
-        c->pending_tail->next = m;
+    if (c->live->pending_tail)
+        c->live->pending_tail->next = m;
     else
-        c->pending_head = m;
-    c->pending_tail = m;
+        c->live->pending_head = m;
+    c->live->pending_tail = m;
     return 0;
 }
 
@@ -339,7 +341,7 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
                 session_inflated(c, -ENOMEM, len, 0);
                 session_close_inflate(c, -ENOMEM);
             }
-        } else if ((c->pending_head || len >= SESSION_BIG_MESSAGE) &&
+        } else if ((c->live->pending_head || len >= SESSION_BIG_MESSAGE) &&
                    session_enqueue(c, msg, len, now, 0) == 0) {
             session_pump(c);
         } else {
@@ -367,44 +369,55 @@ static const struct wslay_event_callbacks session_callbacks = {
 
 int session_start(struct conn *c)
 {
-    if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
-        c->ws = NULL;
+    struct session_live *live = calloc(1, sizeof(*live));
+    if (!live || wslay_event_context_server_init(&live->ws, &session_callbacks, c) != 0) {
+        free(live);
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
         return -ENOMEM;
     }
+    c->live = live;
     if (c->pmd_wbits)
-        wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
+        wslay_event_config_set_allowed_rsv_bits(live->ws, WSLAY_RSV1_BIT);
     session_apply_limits(c);
     return 0;
 }
 
 void session_apply_limits(struct conn *c)
 {
-    if (c->ws)
-        wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->w->cfg.max_message_size);
+    if (c->live)
+        wslay_event_config_set_max_recv_msg_length(c->live->ws,
+                                                   (uint64_t)c->w->cfg.max_message_size);
 }
 
-/* An idle connection keeps no wslay context (about 9.2 KiB of heap each): once
- * every byte fed to wslay belongs to a finished frame, no message is half
- * assembled and nothing is queued, the context holds no state worth
- * keeping, and the next bytes get a fresh one. */
+/* An idle connection keeps no wslay context (about 9.2 KiB of heap) and
+ * no struct session_live: once every byte fed to wslay belongs to a
+ * finished frame, no message is half assembled or waiting, nothing is
+ * queued by wslay and the rate bucket has refilled, none of it holds
+ * state worth keeping, and the next bytes get fresh ones. */
 void session_release_if_idle(struct conn *c)
 {
-    wslay_event_context_ptr ws = c->ws;
-    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush || c->pending_head ||
-        !framescan_idle(&c->scan) || wslay_event_want_write(ws) ||
+    struct session_live *live = c->live;
+    if (!live || c->closed || c->state != CONN_WS || c->close_after_flush)
+        return;
+    wslay_event_context_ptr ws = live->ws;
+    const struct config *cfg = &c->w->cfg;
+    if (live->pending_head || !framescan_idle(&live->scan) || wslay_event_want_write(ws) ||
         wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
-        !wslay_event_get_read_enabled(ws))
+        !wslay_event_get_read_enabled(ws) ||
+        !ratelimit_at_rest(&live->rate, clock_now_ns(), (double)cfg->max_messages_per_second,
+                           (double)cfg->message_burst))
         return;
     wslay_event_context_free(ws);
-    c->ws = NULL;
+    free(live);
+    c->live = NULL;
 }
 
 void session_free(struct conn *c)
 {
-    if (c->ws) {
-        wslay_event_context_free(c->ws);
-        c->ws = NULL;
+    if (c->live) {
+        wslay_event_context_free(c->live->ws);
+        free(c->live);
+        c->live = NULL;
     }
 }
 
@@ -430,7 +443,7 @@ static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
 static void session_protocol_error(struct conn *c)
 {
     static const uint8_t frame[] = {0x88, 0x02, 0x03, 0xea};
-    if (wslay_event_get_close_sent(c->ws)) {
+    if (wslay_event_get_close_sent(c->live->ws)) {
         /* Our close frame is already out (e.g. a timeout close waiting for
          * the reply): a second close frame would break RFC 6455. Hang up. */
         conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_PROTOCOL_ERROR);
@@ -446,7 +459,7 @@ static void session_protocol_error(struct conn *c)
 /* After wslay has read and written: decide whether the session is over. */
 static void session_after_io(struct conn *c)
 {
-    wslay_event_context_ptr ws = c->ws;
+    wslay_event_context_ptr ws = c->live->ws;
     if (!wslay_event_get_close_sent(ws))
         return;
     if (wslay_event_get_close_received(ws)) {
@@ -479,7 +492,7 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
     c->w->rx_len = len;
     c->last_rx_ns = clock_now_ns();
     segment_counter_add(&ctr->bytes_received, len);
-    if (!c->ws && session_start(c) < 0) {
+    if (!c->live && session_start(c) < 0) {
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
@@ -487,19 +500,19 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         /* After our close frame only the client's close matters; wslay
          * refuses codes it does not know (1012-1014), which would leave
          * us waiting, so its header is enough to finish. */
-        framescan_feed(&c->scan, data, len, UINT64_MAX);
-        if (c->scan.saw_close) {
+        framescan_feed(&c->live->scan, data, len, UINT64_MAX);
+        if (c->live->scan.saw_close) {
             conn_close_after_flush(c, c->reason);
             return;
         }
-    } else if (framescan_feed(&c->scan, data, len, (uint64_t)c->w->cfg.max_message_size) ==
+    } else if (framescan_feed(&c->live->scan, data, len, (uint64_t)c->w->cfg.max_message_size) ==
                FRAMESCAN_TOO_BIG) {
         /* Refuse as soon as the length is known, not when wslay sees the
          * first payload byte (a client may never send one). */
         static const char why[] = "message larger than max_message_size";
-        wslay_event_queue_close(c->ws, 1009, (const uint8_t *)why, sizeof(why) - 1);
-        wslay_event_shutdown_read(c->ws);
-        if (wslay_event_send(c->ws) != 0) {
+        wslay_event_queue_close(c->live->ws, 1009, (const uint8_t *)why, sizeof(why) - 1);
+        wslay_event_shutdown_read(c->live->ws);
+        if (wslay_event_send(c->live->ws) != 0) {
             conn_close_with(c, DISCONNECT_TOO_LARGE, 1009);
             return;
         }
@@ -507,7 +520,7 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         return;
     }
 
-    int r = wslay_event_recv(c->ws);
+    int r = wslay_event_recv(c->live->ws);
     if (c->closed)
         return;
     if (r == WSLAY_ERR_CALLBACK_FAILURE) {
@@ -520,7 +533,7 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
-    if (wslay_event_send(c->ws) != 0) {
+    if (wslay_event_send(c->live->ws) != 0) {
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
@@ -551,16 +564,16 @@ void session_close(struct conn *c, uint16_t code, const char *text,
 {
     if (c->state != CONN_WS || c->closed)
         return;
-    if (!c->ws && session_start(c) < 0) {
+    if (!c->live && session_start(c) < 0) {
         conn_close_with(c, reason, 1006);
         return;
     }
-    wslay_event_queue_close(c->ws, code, (const uint8_t *)text, strlen(text));
+    wslay_event_queue_close(c->live->ws, code, (const uint8_t *)text, strlen(text));
     c->reason = reason;
     c->close_wait = 1;
     c->state = CONN_CLOSING;
     c->closing_since_ns = clock_now_ns();
-    if (wslay_event_send(c->ws) != 0)
+    if (wslay_event_send(c->live->ws) != 0)
         conn_close_with(c, reason, code);
 }
 
@@ -597,12 +610,12 @@ void session_close_policy(struct conn *c, const char *why)
         session_close(c, 1008, why, DISCONNECT_PROTOCOL_ERROR);
         return;
     }
-    if (!c->ws || wslay_event_get_close_sent(c->ws))
+    if (!c->live || wslay_event_get_close_sent(c->live->ws))
         return;
     /* Like a protocol violation: wslay sends the close after this
      * callback, and session_after_io() closes without waiting. */
-    wslay_event_queue_close(c->ws, 1008, (const uint8_t *)why, strlen(why));
-    wslay_event_shutdown_read(c->ws);
+    wslay_event_queue_close(c->live->ws, 1008, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->live->ws);
 }
 
 void session_sweep(struct conn *c, uint64_t now_ns, int64_t now_ms)

@@ -131,6 +131,18 @@ struct framescan {
     uint64_t msg_len;     /* bytes announced for the current data message */
 };
 
+/* What a WebSocket connection holds only while its client talks: made
+ * with the wslay context by the first bytes that need one, given back
+ * (session_release_if_idle) once the connection has been quiet with
+ * nothing half-read, waiting or owed to the rate limit, so an idle
+ * connection is its struct conn alone. */
+struct session_live {
+    wslay_event_context_ptr ws;
+    struct framescan scan;          /* frame boundaries of the client's stream */
+    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
+    struct ratelimit rate;          /* max_messages_per_second bucket */
+};
+
 /* What the layer above the transport does with a connection in its
  * current phase: the handshake's while the request head is read, the
  * WebSocket session's from the upgrade on (h2o's habit: the handshake
@@ -207,9 +219,8 @@ struct conn {
                                        delivered asked for */
     uint16_t port;                  /* peer port; 0: address unknown */
     uint32_t refusals_unlogged;     /* refusals since the last refusal logged */
-    struct http_request *req;       /* CONN_HTTP only */
-    wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
-    struct framescan scan;          /* frame boundaries of the client's stream */
+    struct http_request *req;       /* CONN_HTTP, a head split across reads only */
+    struct session_live *live;      /* from the upgrade on, while the client talks */
     union {
         uint64_t accepted_ns;       /* CONN_HTTP: the handshake_timeout clock */
         uint64_t upgraded_ns;       /* from the upgrade on: the session's start */
@@ -231,9 +242,7 @@ struct conn {
     struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
     uint32_t nsubs;
     uint32_t parsing;               /* messages of this connection on the thread pool */
-    struct ratelimit rate;          /* max_messages_per_second bucket */
     uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
-    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
 };
@@ -362,6 +371,7 @@ struct worker {
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
     int sockopts_inherited;          /* accepted sockets get the listener's options (conn.h) */
+    struct http_request http_scratch; /* request heads that arrive whole (handshake.c) */
     const uint8_t *rx;               /* bytes being fed to wslay, one connection at a time */
     size_t rx_len;
     char readbuf[65536];

@@ -45,8 +45,7 @@ static void worker_apply_config(struct worker *w)
     for (struct conn *c = w->conns; c; c = c->next) {
         if (c->closed)
             continue;
-        if (c->ws)
-            session_apply_limits(c);
+        session_apply_limits(c);
         if (auth && !had_auth && c->state == CONN_WS && !c->grant) {
             /* Authentication was just turned on: a session that never
              * showed a token must not keep reading patient streams. */

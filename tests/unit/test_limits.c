@@ -260,6 +260,23 @@ START_TEST(lock_of_a_dead_owner_is_recovered)
 }
 END_TEST
 
+START_TEST(a_bucket_is_at_rest_once_full_and_forgiven)
+{
+    struct ratelimit r = {0};
+    ck_assert_int_eq(ratelimit_at_rest(&r, 1, 10, 20), 1); /* never used */
+    const uint64_t s = 1000000000ull;
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(ratelimit_take(&r, 10 * s, 10, 20), 1);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 10 * s, 10, 20), 0);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 11 * s, 10, 20), 0); /* 10 of 20 back */
+    ck_assert_int_eq(ratelimit_at_rest(&r, 12 * s, 10, 20), 1);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 10 * s, 0, 20), 1); /* no limit */
+    ratelimit_refused(&r, 12 * s);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 12 * s + RATELIMIT_ABUSE_WINDOW_NS, 10, 20), 0);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 13 * s + RATELIMIT_ABUSE_WINDOW_NS, 10, 20), 1);
+}
+END_TEST
+
 START_TEST(addresses_are_spelled_as_clients_know_them)
 {
     char out[64];
@@ -282,6 +299,7 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, bucket_refills_at_the_rate);
     tcase_add_test(tc, bucket_off_and_rate_changes);
     tcase_add_test(tc, abuse_window);
+    tcase_add_test(tc, a_bucket_is_at_rest_once_full_and_forgiven);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("iptable");

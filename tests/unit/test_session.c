@@ -159,6 +159,28 @@ START_TEST(a_text_message_reaches_the_app_once)
 }
 END_TEST
 
+START_TEST(a_quiet_session_gives_its_state_back_once_nothing_is_owed)
+{
+    feed(1, "{\"type\":\"ping\"}");
+    ck_assert_ptr_nonnull(c->live);
+    /* A rate bucket still refilling would be full again if recreated:
+     * the state stays until it has refilled. */
+    w->cfg.max_messages_per_second = 10;
+    w->cfg.message_burst = 20;
+    c->live->rate.last_ns = clock_now_ns();
+    c->live->rate.tokens = 0;
+    session_release_if_idle(c);
+    ck_assert_ptr_nonnull(c->live);
+    c->live->rate.tokens = 20;
+    session_release_if_idle(c);
+    ck_assert_ptr_null(c->live);
+    /* The next message brings a fresh one and is handled as before. */
+    feed(1, "{\"type\":\"ping\"}");
+    ck_assert_ptr_nonnull(c->live);
+    ck_assert_int_eq(ngot, 2);
+}
+END_TEST
+
 START_TEST(binary_data_closes_1003)
 {
     feed(2, "abc");
@@ -255,6 +277,7 @@ int main(void)
     TCase *tc = tcase_create("session");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_text_message_reaches_the_app_once);
+    tcase_add_test(tc, a_quiet_session_gives_its_state_back_once_nothing_is_owed);
     tcase_add_test(tc, binary_data_closes_1003);
     tcase_add_test(tc, too_large_is_refused_from_the_header);
     tcase_add_test(tc, a_client_ping_is_answered_and_a_heartbeat_pong_gives_the_rtt);
