@@ -91,7 +91,11 @@ static void conn_on_close(uv_handle_t *handle)
 {
     struct conn *c = handle->data;
     conn_unlink(c->w, c);
-    sendq_free(&c->out);
+    if (c->out) {
+        sendq_free(c->out);
+        free(c->out);
+        c->out = NULL;
+    }
     tlsconn_free(c);
     if (c->handlers->free)
         c->handlers->free(c);
@@ -115,11 +119,60 @@ void conn_mark_dirty(struct conn *c)
     c->w->dirty = c;
 }
 
+struct sendq *conn_queue(struct conn *c)
+{
+    if (!c->out) {
+        c->out = malloc(sizeof(*c->out));
+        if (!c->out)
+            return NULL;
+        sendq_init(c->out, conn_write_done);
+    }
+    return c->out;
+}
+
+int conn_push_frame(struct conn *c, struct sendq_frame *f, uint64_t origin_ns)
+{
+    struct sendq *q = conn_queue(c);
+    return q ? sendq_push_frame(q, f, origin_ns) : -ENOMEM;
+}
+
+int conn_send_now(struct conn *c, const void *data, size_t len)
+{
+    if (c->closed)
+        return -ENOTCONN;
+    if (!c->tls && (!c->out || sendq_empty(c->out))) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r > 0) {
+            data = (const char *)data + r;
+            len -= (size_t)r;
+        }
+        if (len == 0)
+            return 0;
+        /* The kernel took part or none (or failed: the flush will say). */
+    }
+    return conn_send(c, data, len, 0);
+}
+
+/* A queue with nothing in it and nothing in flight holds no state worth
+ * keeping; the next bytes queued make a new one. */
+static void conn_release_queue_if_idle(struct conn *c)
+{
+    struct sendq *q = c->out;
+    if (!q || !sendq_empty(q) || q->inflight || q->sealed)
+        return;
+    free(q);
+    c->out = NULL;
+}
+
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns)
 {
     if (c->closed)
         return -ENOTCONN;
-    int r = sendq_append(&c->out, data, len, origin_ns);
+    struct sendq *q = conn_queue(c);
+    if (!q)
+        return -ENOMEM;
+    int r = sendq_append(q, data, len, origin_ns);
     if (r < 0)
         return r;
     conn_mark_dirty(c);
@@ -194,7 +247,7 @@ static int conn_close_code(const struct conn *c)
 /* Bytes still to go: queued plaintext, or (TLS) ciphertext and goodbyes. */
 static int conn_output_left(const struct conn *c)
 {
-    return !sendq_empty(&c->out) || (c->tls && tlsconn_output_left(c));
+    return (c->out && !sendq_empty(c->out)) || (c->tls && tlsconn_output_left(c));
 }
 
 static void conn_after_write(struct conn *c)
@@ -335,6 +388,7 @@ static const struct tlsconn_ops conn_tls_ops = {
     .close = conn_close_with,
     .mark_dirty = conn_mark_dirty,
     .log_begin = conn_log_begin,
+    .write_done = conn_write_done,
 };
 
 void conn_accept(struct worker *w, const struct conn_handlers *handlers)
@@ -357,7 +411,6 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
     c->id = ++w->next_conn_id;
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
-    sendq_init(&c->out, conn_write_done);
     uv_os_fd_t fd;
     if (!w->sockopts_inherited && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         conn_set_socket_options(fd);
@@ -378,11 +431,11 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
  * for one client is a risk to every other. Returns 1 when closed. */
 static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
 {
-    struct sendq *q = &c->out;
-    if (c->state != CONN_WS)
-        return 0; /* send_over_ns shares its word with closing_since_ns */
+    struct sendq *q = c->out;
+    if (c->state != CONN_WS || !q)
+        return 0;
     if (q->bytes == 0) {
-        c->send_over_ns = 0;
+        q->over_ns = 0;
         return 0;
     }
     uint64_t limit = (uint64_t)w->cfg.max_send_buffer;
@@ -393,12 +446,12 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
     if (q->bytes > limit * CONN_SEND_CEILING) {
         why = "unsent bytes above the ceiling (4 x max_send_buffer)";
     } else if (q->bytes > limit) {
-        if (!c->send_over_ns)
-            c->send_over_ns = now_ns;
-        else if (now_ns - c->send_over_ns > timeout)
+        if (!q->over_ns)
+            q->over_ns = now_ns;
+        else if (now_ns - q->over_ns > timeout)
             why = "unsent bytes above max_send_buffer for send_timeout";
     } else {
-        c->send_over_ns = 0;
+        q->over_ns = 0;
     }
     if (!why && now_ns > q->moved_ns && now_ns - q->moved_ns > timeout / 2 && q->inflight) {
         /* A pending uv_write reports only when all of it has gone: a client
@@ -408,8 +461,8 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
         uv_os_fd_t fd;
         uint64_t acked;
         if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && tcpinfo_bytes_acked(fd, &acked) == 0 &&
-            acked != c->bytes_acked) {
-            c->bytes_acked = acked;
+            acked != q->acked) {
+            q->acked = acked;
             q->moved_ns = now_ns;
         }
     }
@@ -474,12 +527,13 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
             if (now_ns - c->last_rx_ns > CONN_QUIET_NS) {
                 if (c->handlers->quiet)
                     c->handlers->quiet(c);
+                conn_release_queue_if_idle(c);
                 if (c->tls)
                     tlsconn_release_if_idle(c);
             }
             break;
         case CONN_CLOSING:
-            if (now_ns - c->closing_since_ns > CONN_CLOSE_WAIT_NS)
+            if ((!c->live || now_ns - c->live->closing_since_ns > CONN_CLOSE_WAIT_NS))
                 conn_close_with(c, c->reason, conn_close_code(c));
             break;
         }

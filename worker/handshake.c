@@ -284,7 +284,7 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
                      "\r\n",
                      up.accept, c->subprotocol ? "Sec-WebSocket-Protocol: vitalstream.v1\r\n" : "",
                      ext);
-    conn_send(c, resp, (size_t)n, 0);
+    conn_send_now(c, resp, (size_t)n);
 
     handshake_drop_request(c);
     c->state = CONN_WS;

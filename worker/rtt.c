@@ -55,7 +55,7 @@ void rtt_sweep(struct worker *w, uint64_t now_ns)
     for (uint32_t i = 0; i < n; i++) {
         e[i].conn_id = top[i]->id;
         e[i].rtt_ns = top[i]->rtt_ns;
-        e[i].unsent_bytes = top[i]->out.bytes;
+        e[i].unsent_bytes = top[i]->out ? top[i]->out->bytes : 0;
         e[i].subscriptions = top[i]->nsubs;
         iptable_format(top[i]->ip, top[i]->port, e[i].remote, sizeof(e[i].remote));
     }

@@ -155,7 +155,7 @@ int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_
 
 void sendq_consume(struct conn *conn, size_t n)
 {
-    struct sendq *q = &conn->out;
+    struct sendq *q = conn->out;
     struct segment_counters *ctr = &conn->w->slot->counters;
     uint64_t now = 0;
     q->bytes -= n;
@@ -192,7 +192,7 @@ static void sendq_write_done(uv_write_t *req, int status)
 {
     struct conn *conn = req->data;
     free(req);
-    struct sendq *q = &conn->out;
+    struct sendq *q = conn->out;
     size_t n = 0;
     struct sendq_chunk *c = q->head;
     for (unsigned i = 0; i < q->inflight && c; i++, c = c->next)
@@ -210,9 +210,9 @@ static void sendq_write_done(uv_write_t *req, int status)
 
 int sendq_flush(struct conn *conn)
 {
-    struct sendq *q = &conn->out;
-    if (q->inflight)
-        return 0; /* the pending uv_write's callback continues */
+    struct sendq *q = conn->out;
+    if (!q || q->inflight)
+        return 0; /* nothing queued, or the pending uv_write's callback continues */
     while (q->head) {
         uv_buf_t bufs[SENDQ_IOV_MAX];
         unsigned n = 0;

@@ -41,7 +41,8 @@ static ssize_t session_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
                                int flags, void *user)
 {
     struct conn *c = user;
-    if (sendq_append(&c->out, data, len, 0) < 0) {
+    struct sendq *q = conn_queue(c);
+    if (!q || sendq_append(q, data, len, 0) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
@@ -449,10 +450,12 @@ static void session_protocol_error(struct conn *c)
         conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_PROTOCOL_ERROR);
         return;
     }
-    sendq_append(&c->out, frame, sizeof(frame), 0);
+    struct sendq *q = conn_queue(c);
+    if (q)
+        sendq_append(q, frame, sizeof(frame), 0);
     c->close_code = 1002;
     c->state = CONN_CLOSING;
-    c->closing_since_ns = clock_now_ns();
+    c->live->closing_since_ns = clock_now_ns();
     conn_close_after_flush(c, DISCONNECT_PROTOCOL_ERROR);
 }
 
@@ -468,7 +471,7 @@ static void session_after_io(struct conn *c)
          * replies and stream fan-out to this connection. */
         if (c->state == CONN_WS) {
             c->state = CONN_CLOSING;
-            c->closing_since_ns = clock_now_ns();
+            c->live->closing_since_ns = clock_now_ns();
         }
         conn_close_after_flush(c, c->close_wait || c->reason == DISCONNECT_PROTOCOL_ERROR
                                       ? c->reason
@@ -480,7 +483,7 @@ static void session_after_io(struct conn *c)
     /* wslay closed on a protocol violation: do not wait for a reply. */
     if (c->state == CONN_WS) {
         c->state = CONN_CLOSING;
-        c->closing_since_ns = clock_now_ns();
+        c->live->closing_since_ns = clock_now_ns();
     }
     conn_close_after_flush(c, session_reason_for_code(wslay_event_get_status_code_sent(ws)));
 }
@@ -554,7 +557,12 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
     /* Text built here answers a request (stream messages are shared frames,
      * sendq_push_frame): its time counts as request duration, not latency. */
     chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
-    sendq_push(&c->out, chunk);
+    struct sendq *q = conn_queue(c);
+    if (!q) {
+        free(chunk);
+        return -ENOMEM;
+    }
+    sendq_push(q, chunk);
     conn_mark_dirty(c);
     return 0;
 }
@@ -572,7 +580,7 @@ void session_close(struct conn *c, uint16_t code, const char *text,
     c->reason = reason;
     c->close_wait = 1;
     c->state = CONN_CLOSING;
-    c->closing_since_ns = clock_now_ns();
+    c->live->closing_since_ns = clock_now_ns();
     if (wslay_event_send(c->live->ws) != 0)
         conn_close_with(c, reason, code);
 }
@@ -592,12 +600,13 @@ void session_close_slow_consumer(struct conn *c, const char *why)
 {
     struct log_line l;
     conn_log_begin(&l, c, LOG_WARN, "error");
-    log_int(&l, "unsent_bytes", (int64_t)c->out.bytes);
+    log_int(&l, "unsent_bytes", c->out ? (int64_t)c->out->bytes : 0);
     log_str(&l, "slow_consumer", why);
     log_str(&l, "message", "client is not reading fast enough (max_send_buffer, send_timeout); "
                            "closing 1013, it should reconnect and resume with since");
     log_end(&l);
-    sendq_drop_unsent(&c->out);
+    if (c->out)
+        sendq_drop_unsent(c->out);
     session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);
 }
 
@@ -642,6 +651,8 @@ void session_ping(struct conn *c, uint64_t now_ns)
     c->last_ping_ns = now_ns;
     /* Written directly: a heartbeat must not bring back the wslay context
      * of an idle connection, and wslay never stops mid-frame. */
-    sendq_append(&c->out, ping, sizeof(ping), 0);
+    struct sendq *q = conn_queue(c);
+    if (q)
+        sendq_append(q, ping, sizeof(ping), 0);
     conn_mark_dirty(c);
 }

@@ -64,6 +64,9 @@ struct sendq {
     unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
                             their ciphertext has reached the kernel */
     sendq_write_cb write_cb; /* the owner's; kept by sendq_free */
+    /* The owner's slow-consumer marks (conn.c), meaningful while bytes wait. */
+    uint64_t over_ns;    /* since when unsent bytes exceed max_send_buffer; 0: not */
+    uint64_t acked;      /* TCP bytes the client acknowledged, at the last check */
 };
 
 /* TLS state of one connection (see tlsconn.h); NULL on a plain port. */
@@ -141,6 +144,7 @@ struct session_live {
     struct framescan scan;          /* frame boundaries of the client's stream */
     struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
     struct ratelimit rate;          /* max_messages_per_second bucket */
+    uint64_t closing_since_ns;      /* CONN_CLOSING (which keeps its session state): since when */
 };
 
 /* What the layer above the transport does with a connection in its
@@ -227,15 +231,10 @@ struct conn {
     };
     uint64_t last_rx_ns;
     uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
-    union {
-        uint64_t send_over_ns;      /* CONN_WS: since when unsent bytes exceed
-                                       max_send_buffer; 0: not */
-        uint64_t closing_since_ns;  /* CONN_CLOSING: since when */
-    };
-    uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
     uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
-    struct sendq out;
+    struct sendq *out;              /* made by the first bytes queued (conn_queue), given
+                                       back once empty and quiet: an idle connection has none */
     struct tlsconn *tls;            /* NULL: plain TCP */
     struct hub_sub *subs;           /* this connection's subscriptions */
     struct hub_pub *pubs;           /* publishes waiting for the broker */

@@ -180,6 +180,38 @@ START_TEST(the_sweep_asks_the_phase)
 }
 END_TEST
 
+START_TEST(a_quiet_connection_gives_its_empty_queue_back)
+{
+    uint64_t t0 = accepted->accepted_ns;
+    accepted->state = CONN_WS; /* as if upgraded */
+    accepted->last_rx_ns = t0;
+    ck_assert_ptr_null(accepted->out); /* nothing queued yet: no queue */
+    ck_assert_int_eq(conn_send(accepted, "abc", 3, 0), 0);
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_sweep(w, t0 + 2ull * 1000000000ull); /* quiet, but bytes wait: kept */
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_flush_dirty(w);
+    ck_assert(sendq_empty(accepted->out));
+    conn_sweep(w, t0 + 500000000ull); /* empty, not yet quiet: kept */
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_sweep(w, t0 + 3ull * 1000000000ull);
+    ck_assert_ptr_null(accepted->out);
+    ck_assert_int_eq(conn_send(accepted, "def", 3, 0), 0); /* a new one, as before */
+    conn_flush_dirty(w);
+    char buf[8];
+    size_t got = 0;
+    for (int i = 0; i < 1000 && got < 6; i++) {
+        ssize_t n = recv(client, buf + got, sizeof(buf) - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            usleep(1000);
+    }
+    ck_assert_uint_eq(got, 6);
+    ck_assert_int_eq(memcmp(buf, "abcdef", 6), 0);
+}
+END_TEST
+
 static int client_got_all(void)
 {
     char buf[64];
@@ -252,6 +284,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, bytes_go_to_feed_and_eof_closes_through_the_handlers);
     tcase_add_test(tc, the_sweep_asks_the_phase);
+    tcase_add_test(tc, a_quiet_connection_gives_its_empty_queue_back);
     tcase_add_test(tc, output_reaches_the_client_then_close_after_flush_closes);
     tcase_add_test(tc, nothing_is_queued_once_closed);
     tcase_add_test(tc, accepted_sockets_inherit_the_listeners_options);

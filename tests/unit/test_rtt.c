@@ -28,6 +28,7 @@ static void teardown(void)
     while (w->conns) {
         struct conn *c = w->conns;
         w->conns = c->next;
+        free(c->out);
         free(c);
     }
     free(w);
@@ -106,7 +107,8 @@ START_TEST(the_sweep_publishes_the_slowest_first)
     http->state = CONN_HTTP;
     for (struct conn *c = w->conns; c; c = c->next)
         if (c->id == 2) {
-            c->out.bytes = 4242;
+            c->out = calloc(1, sizeof(*c->out));
+            c->out->bytes = 4242;
             c->nsubs = 3;
         }
 
