@@ -43,10 +43,12 @@ void conn_id_string(const struct conn *c, char *out, size_t len)
 void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level level,
                     const char *event)
 {
+    log_begin(l, level, event);
+    if (!l->enabled)
+        return; /* a line below log_level costs no formatting */
     char id[32], remote[CONN_REMOTE_MAX];
     conn_id_string(c, id, sizeof(id));
     conn_remote_string(c, remote, sizeof(remote));
-    log_begin(l, level, event);
     log_str(l, "conn", id);
     log_str(l, "remote", remote);
 }

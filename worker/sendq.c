@@ -20,6 +20,8 @@ void sendq_init(struct sendq *q, sendq_write_cb write_cb)
 {
     sendq_reset(q);
     q->write_cb = write_cb;
+    q->over_ns = 0;
+    q->acked = 0;
 }
 
 static void sendq_chunk_free(struct sendq_chunk *c)
