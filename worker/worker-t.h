@@ -195,14 +195,13 @@ struct app_ops {
 
 struct conn {
     uv_tcp_t tcp;
-    /* Ordered so that small fields share words: 10,000 idle connections
-     * are 10,000 of these (see ARCHITECTURE.md, "Memory per connection"). */
+    /* 10,000 idle connections are 10,000 of these (see ARCHITECTURE.md,
+     * "Memory per connection"): small fields share words, and what the
+     * sweep reads of every connection every tick sits together, right
+     * after the handle, in as few cache lines as it takes. */
     const struct conn_handlers *handlers;
-    const struct app_ops *app;      /* CONN_WS on: set before the first message */
     struct worker *w;
-    struct conn *prev, *next;       /* worker's list of all connections */
-    struct conn *dirty_next;        /* worker's list of connections to flush */
-    uint64_t id;
+    struct conn *next;              /* worker's list of all connections */
     uint8_t state;                  /* enum conn_state */
     uint8_t pmd_wbits;              /* permessage-deflate: our window, 8..15; 0: not negotiated */
     uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
@@ -217,6 +216,19 @@ struct conn {
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
     unsigned in_message : 1;        /* inside wslay's message callback */
     unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    uint64_t last_rx_ns;
+    uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
+    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
+    struct sendq *out;              /* made by the first bytes queued (conn_queue), given
+                                       back once empty and quiet: an idle connection has none */
+    struct session_live *live;      /* from the upgrade on, while the client talks */
+    struct tlsconn *tls;            /* NULL: plain TCP */
+    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    /* The rest is read when something happens on the connection. */
+    const struct app_ops *app;      /* CONN_WS on: set before the first message */
+    struct conn *prev;              /* worker's list of all connections */
+    struct conn *dirty_next;        /* worker's list of connections to flush */
+    uint64_t id;
     uint8_t reason;                 /* enum segment_disconnect_reason: set by whoever
                                        decides to close */
     uint8_t msg_type;               /* enum segment_request_type: what the message being
@@ -224,21 +236,13 @@ struct conn {
     uint16_t port;                  /* peer port; 0: address unknown */
     uint32_t refusals_unlogged;     /* refusals since the last refusal logged */
     struct http_request *req;       /* CONN_HTTP, a head split across reads only */
-    struct session_live *live;      /* from the upgrade on, while the client talks */
     union {
         uint64_t accepted_ns;       /* CONN_HTTP: the handshake_timeout clock */
         uint64_t upgraded_ns;       /* from the upgrade on: the session's start */
     };
-    uint64_t last_rx_ns;
-    uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
     uint64_t msg_start_ns;          /* receive time of the message being delivered */
-    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
-    struct sendq *out;              /* made by the first bytes queued (conn_queue), given
-                                       back once empty and quiet: an idle connection has none */
-    struct tlsconn *tls;            /* NULL: plain TCP */
     struct hub_sub *subs;           /* this connection's subscriptions */
     struct hub_pub *pubs;           /* publishes waiting for the broker */
-    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
     uint32_t nsubs;
     uint32_t parsing;               /* messages of this connection on the thread pool */
     uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
