@@ -12,6 +12,7 @@
 
 #include "brokerurl.h"
 #include "clock.h"
+#include "hash.h"
 #include "log.h"
 #include "segment.h"
 #include "streamlog.h"
@@ -997,12 +998,10 @@ int broker_for_stream(const struct worker *w, const char *stream, size_t len)
     uint64_t best_score = 0;
     /* Rendezvous hashing: adding a broker moves only the streams it wins. */
     for (int i = 0; i < set->n; i++) {
-        uint64_t h = 14695981039346656037ull;
-        for (const char *p = set->b[i]->label; *p; p++)
-            h = (h ^ (uint8_t)*p) * 1099511628211ull;
-        h = (h ^ '#') * 1099511628211ull;
-        for (size_t k = 0; k < len; k++)
-            h = (h ^ (uint8_t)stream[k]) * 1099511628211ull;
+        uint64_t h = hash_fnv1a64_add(HASH_FNV1A64_INIT, set->b[i]->label,
+                                      strlen(set->b[i]->label));
+        h = hash_fnv1a64_add(h, "#", 1);
+        h = hash_fnv1a64_add(h, stream, len);
         h ^= h >> 33;
         h *= 0xff51afd7ed558ccdull;
         h ^= h >> 33;

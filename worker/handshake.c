@@ -99,8 +99,9 @@ static int handshake_origin_allowed(const struct conn *c)
 /* Where the token is: Authorization: Bearer, or access_token in the query
  * (browsers cannot set headers on a WebSocket). One place only (RFC 6750
  * 2: a client must not use more than one method). Returns 1 with the token
- * in buf, 0 when there is none, -1 with *why set when the request is
- * ambiguous or malformed. */
+ * in buf, 0 when there is none (or it is empty), -EINVAL with *why set
+ * when the request is ambiguous or malformed, -E2BIG with *why set when
+ * the token does not fit in cap. */
 static int handshake_find_token(const struct conn *c, char *buf, size_t cap, size_t *len,
                                 const char **why)
 {
@@ -111,11 +112,11 @@ static int handshake_find_token(const struct conn *c, char *buf, size_t cap, siz
     int nquery = http_request_query_param(c->req, "access_token", query, sizeof(query));
     if (headers > 1 || nquery > 1) {
         *why = "more than one token: send exactly one Authorization header or access_token";
-        return -1;
+        return -EINVAL;
     }
     if (h && nquery != 0) {
         *why = "token given both in Authorization and in access_token; send one";
-        return -1;
+        return -EINVAL;
     }
     if (h) {
         /* The scheme is case-insensitive (RFC 7235 2.1); trailing
@@ -123,7 +124,7 @@ static int handshake_find_token(const struct conn *c, char *buf, size_t cap, siz
         if (hlen < 6 || strncasecmp(h, "Bearer", 6) != 0 ||
             (hlen > 6 && h[6] != ' ' && h[6] != '\t')) {
             *why = "Authorization must use the Bearer scheme: Authorization: Bearer <token>";
-            return -1;
+            return -EINVAL;
         }
         h += 6;
         hlen -= 6;
@@ -133,7 +134,7 @@ static int handshake_find_token(const struct conn *c, char *buf, size_t cap, siz
         }
         if (hlen >= cap) {
             *why = auth_status_text(AUTH_MALFORMED);
-            return -1;
+            return -E2BIG;
         }
         memcpy(buf, h, hlen);
         buf[hlen] = '\0';
@@ -142,21 +143,22 @@ static int handshake_find_token(const struct conn *c, char *buf, size_t cap, siz
     }
     if (nquery < 0) {
         *why = "access_token is too long or badly percent-encoded";
-        return -1;
+        return -EINVAL;
     }
     if (nquery == 0)
         return 0;
     size_t qlen = strlen(query);
     if (qlen >= cap) {
         *why = auth_status_text(AUTH_MALFORMED);
-        return -1;
+        return -E2BIG;
     }
     memcpy(buf, query, qlen + 1);
     *len = qlen;
     return qlen > 0;
 }
 
-/* auth_mode jwt: a valid token or 401 before anything is upgraded. */
+/* auth_mode jwt: a valid token or 401 before anything is upgraded.
+ * Returns 0 with *grant set, or -EACCES having answered 401. */
 static int handshake_authenticate(struct conn *c, struct auth_grant **grant)
 {
     struct worker *w = c->w;
@@ -184,12 +186,12 @@ static int handshake_authenticate(struct conn *c, struct auth_grant **grant)
                             : found == 0 ? "WWW-Authenticate: Bearer realm=\"wsgate\"\r\n"
                                          : "WWW-Authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n";
     handshake_refuse(c, 401, CONN_ERROR_AUTH, challenge, why);
-    return -1;
+    return -EACCES;
 }
 
 /* permessage-deflate: with compression on, accept the first acceptable
  * offer (see pmdeflate.h) and write the response line into ext. Returns
- * 0, or -1 having refused a malformed header with 400. */
+ * 0, or -EINVAL having refused a malformed header with 400. */
 static int handshake_extensions(struct conn *c, char *ext, size_t cap)
 {
     ext[0] = '\0';
@@ -205,7 +207,7 @@ static int handshake_extensions(struct conn *c, char *ext, size_t cap)
     int r = pmdeflate_negotiate(value, (size_t)n, &a, &why);
     if (r < 0) {
         handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, HANDSHAKE_WS_VERSION_HEADER, why);
-        return -1;
+        return -EINVAL;
     }
     if (r > 0 && pmdeflate_response(&a, ext, cap) > 0)
         c->pmd_wbits = a.server_wbits;

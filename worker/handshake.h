@@ -3,7 +3,11 @@
  * plain endpoints, refuse bad upgrades with a precise status, and turn a
  * valid /ws upgrade into a WebSocket session.
  *
- * Every response but 101 closes the connection once written.
+ * Every response but 101 closes the connection once written. A refusal
+ * answers with its precise status and a JSON body saying why, logs one
+ * line and counts one connection error (conn_refuse). Helpers inside
+ * follow worker/'s convention: 0 or a positive meaning, failures as
+ * negative errno codes.
  */
 #ifndef WSGATE_HANDSHAKE_H
 #define WSGATE_HANDSHAKE_H

@@ -71,6 +71,7 @@ void hub_close(struct worker *w)
         }
         w->hub.buckets[b] = NULL;
     }
+    w->hub.ready = NULL;
 }
 
 struct hub_stream *hub_find(struct worker *w, const char *name, size_t len)
@@ -112,8 +113,26 @@ static struct hub_stream *hub_get(struct worker *w, const char *name, size_t len
     return hs;
 }
 
+/* A stream this worker published to and follows: fanned out at the next
+ * uv_check without scanning every other stream. */
+static void hub_mark_ready(struct worker *w, struct hub_stream *hs)
+{
+    if (hs->ready)
+        return;
+    hs->ready = 1;
+    hs->ready_next = w->hub.ready;
+    w->hub.ready = hs;
+}
+
 static void hub_forget(struct worker *w, struct hub_stream *hs)
 {
+    if (hs->ready) {
+        struct hub_stream **rp = &w->hub.ready;
+        while (*rp && *rp != hs)
+            rp = &(*rp)->ready_next;
+        if (*rp)
+            *rp = hs->ready_next;
+    }
     struct hub_stream **pp = &w->hub.buckets[hub_hash(hs->name, hs->name_len)];
     while (*pp && *pp != hs)
         pp = &(*pp)->next;
@@ -184,9 +203,12 @@ static struct streamlog_policy hub_policy(const struct worker *w)
 
 /* Build the frames of the records from *it to the end of the log whose
  * seq is at least `from`, moving *it past them. Stream locked by the
- * caller. Returns the count, or -ENOMEM with *it unmoved. */
+ * caller. *out is `local` when the records fit its nlocal entries (the
+ * live path: usually one record), else allocated for the caller to free.
+ * Returns the count, or -ENOMEM with *it unmoved. */
 static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlog_stream *st,
-                        struct streamlog_iter *it, uint64_t from, struct hub_out **out)
+                        struct streamlog_iter *it, uint64_t from, struct hub_out **out,
+                        struct hub_out *local, size_t nlocal)
 {
     struct streamlog *sl = segment_streams(w->seg);
     uint64_t last = atomic_load(&st->last_seq);
@@ -194,7 +216,7 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
     *out = NULL;
     if (last < first)
         return 0;
-    struct hub_out *o = malloc((last - first + 1) * sizeof(*o));
+    struct hub_out *o = last - first + 1 <= nlocal ? local : malloc((last - first + 1) * sizeof(*o));
     if (!o)
         return -ENOMEM;
     struct streamlog_iter at = *it;
@@ -210,7 +232,8 @@ static long hub_collect(struct worker *w, struct hub_stream *hs, struct streamlo
         if (!o[n].frame) {
             while (n > 0)
                 sendq_frame_unref(o[--n].frame);
-            free(o);
+            if (o != local)
+                free(o);
             return -ENOMEM;
         }
         o[n].seq = r->seq;
@@ -297,7 +320,8 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
         streamlog_iter_head(st, &hs->it);
     }
     struct hub_out *out;
-    long n = hub_collect(w, hs, st, &hs->it, from, &out);
+    struct hub_out local[8];
+    long n = hub_collect(w, hs, st, &hs->it, from, &out, local, sizeof(local) / sizeof(local[0]));
     if (n >= 0) {
         struct streamlog_policy pol = hub_policy(w);
         streamlog_consumed(sl, st, w->slot_index, hs->it.pos, &pol);
@@ -335,16 +359,29 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
     }
     for (long i = 0; i < n; i++)
         sendq_frame_unref(out[i].frame);
-    free(out);
+    if (out != local)
+        free(out);
     hs->delivered_seq = last;
 }
 
+/* Fan out: every followed stream after a wake-up from another worker
+ * (which does not say which streams), else only those published to here. */
 void hub_run(struct worker *w)
 {
+    /* Popped one at a time: a delivery that closes a connection may
+     * forget a stream still on the list (hub_forget unlinks it). */
+    struct hub_stream *hs;
+    while ((hs = w->hub.ready) != NULL) {
+        w->hub.ready = hs->ready_next;
+        hs->ready = 0;
+        hs->ready_next = NULL;
+        if (hs->nsubs && !w->hub.scan)
+            hub_deliver(w, hs);
+    }
     if (w->hub.scan) {
         w->hub.scan = 0;
         for (int b = 0; b < HUB_BUCKETS; b++) {
-            for (struct hub_stream *hs = w->hub.buckets[b]; hs; hs = hs->next) {
+            for (hs = w->hub.buckets[b]; hs; hs = hs->next) {
                 if (hs->nsubs)
                     hub_deliver(w, hs);
             }
@@ -399,7 +436,7 @@ static int hub_local_publish(struct conn *c, struct hub_stream *hs, const char *
      * with whatever else this read brought: the record waits for our
      * cursor, so nothing can push it out meanwhile. */
     if (hs->nsubs)
-        w->hub.scan = 1;
+        hub_mark_ready(w, hs);
     return 0;
 }
 
@@ -515,7 +552,7 @@ static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
                 first = st->head_seq;
             struct streamlog_iter it;
             streamlog_iter_head(st, &it);
-            n = first <= last ? hub_collect(w, hs, st, &it, first, &out) : 0;
+            n = first <= last ? hub_collect(w, hs, st, &it, first, &out, NULL, 0) : 0;
             if (n < 0)
                 n = 0, first = last + 1; /* out of memory: say what was not replayed */
             if (first > after + 1)

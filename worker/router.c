@@ -13,6 +13,7 @@
 #include "hub.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "request.h"
 #include "segment.h"
 #include "streamlog.h"
 #include "session.h"
@@ -64,6 +65,16 @@ void router_reply_error(struct conn *c, const char *id_json, enum segment_refusa
 void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
                       uint64_t seq)
 {
+    /* Every publish of a device gets one: written on the stack when it
+     * fits (ids are short), a growing buffer otherwise. */
+    char text[320];
+    int n = snprintf(text, sizeof(text), "{\"type\":\"ack\"%s%s,\"stream\":\"%.*s\",\"seq\":%llu}",
+                     id_json ? ",\"id\":" : "", id_json ? id_json : "", (int)len, stream,
+                     (unsigned long long)seq);
+    if (n > 0 && (size_t)n < sizeof(text)) {
+        session_send_text(c, text, (size_t)n, c->msg_start_ns);
+        return;
+    }
     struct textbuf b;
     textbuf_init(&b, 96);
     textbuf_appends(&b, "{\"type\":\"ack\"");
@@ -104,91 +115,17 @@ static void router_pong(struct conn *c, const char *id)
     router_send(c, &b);
 }
 
-/* Skip one JSON value starting at p (already validated by jansson, so
- * this only has to find where it ends); returns the end. */
-static const char *router_skip_value(const char *p, const char *end)
-{
-    if (*p == '"') {
-        for (p++; p < end; p++) {
-            if (*p == '\\')
-                p++;
-            else if (*p == '"')
-                return p + 1;
-        }
-        return end;
-    }
-    if (*p == '{' || *p == '[') {
-        int depth = 0;
-        for (; p < end; p++) {
-            if (*p == '"') {
-                p = router_skip_value(p, end) - 1;
-            } else if (*p == '{' || *p == '[') {
-                depth++;
-            } else if (*p == '}' || *p == ']') {
-                if (--depth == 0)
-                    return p + 1;
-            }
-        }
-        return end;
-    }
-    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
-           *p != '\n' && *p != '\r')
-        p++;
-    return p;
-}
-
-static const char *router_skip_space(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* The raw bytes of the index-th member value of the top-level object, so
- * a publisher's `data` reaches subscribers byte for byte (jansson keeps
- * members in document order but cannot give their source spans). */
-static int router_raw_member(const char *msg, size_t len, size_t index, const char **out,
-                             size_t *out_len)
-{
-    const char *p = msg, *end = msg + len;
-    p = router_skip_space(p, end);
-    if (p == end || *p != '{')
-        return -1;
-    p++;
-    for (size_t i = 0;; i++) {
-        p = router_skip_space(p, end);
-        if (p == end || *p != '"')
-            return -1;
-        p = router_skip_value(p, end); /* the key */
-        p = router_skip_space(p, end);
-        if (p == end || *p != ':')
-            return -1;
-        p = router_skip_space(p + 1, end);
-        const char *v = p;
-        p = router_skip_value(p, end);
-        if (i == index) {
-            *out = v;
-            *out_len = (size_t)(p - v);
-            return 0;
-        }
-        p = router_skip_space(p, end);
-        if (p == end || *p != ',')
-            return -1;
-        p++;
-    }
-}
-
-
 /* The `stream` field, checked against docs/PROTOCOL.md's naming rule. */
-static const char *router_stream(struct conn *c, json_t *root, const char *id, size_t *len)
+static const char *router_stream(struct conn *c, const struct request *req, const char *id,
+                                 size_t *len)
 {
-    json_t *stream = json_object_get(root, "stream");
-    if (!json_is_string(stream)) {
+    const struct request_value *stream = &req->member[REQUEST_STREAM];
+    if (stream->kind != REQUEST_STRING) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"stream\"");
         return NULL;
     }
-    const char *name = json_string_value(stream);
-    *len = json_string_length(stream);
+    const char *name = stream->text;
+    *len = stream->text_len;
     if (!streamlog_name_valid(name, *len)) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST,
                      "invalid stream name: 1-128 characters of A-Z a-z 0-9 _ . : / -");
@@ -232,11 +169,11 @@ void router_reply_errno(struct conn *c, const char *id_json, int err)
 }
 
 
-static void router_subscribe(struct conn *c, json_t *root, const char *id)
+static void router_subscribe(struct conn *c, const struct request *req, const char *id)
 {
     struct hub_subscribe_args a;
     memset(&a, 0, sizeof(a));
-    a.stream = router_stream(c, root, id, &a.stream_len);
+    a.stream = router_stream(c, req, id, &a.stream_len);
     if (!a.stream)
         return;
     if (c->grant && !auth_stream_allowed(c->grant, AUTH_SUBSCRIBE, a.stream, a.stream_len)) {
@@ -245,23 +182,22 @@ static void router_subscribe(struct conn *c, json_t *root, const char *id)
         router_log_refusal(c, REFUSED_FORBIDDEN, "subscribe outside the token's grant");
         return;
     }
-    json_t *since = json_object_get(root, "since");
-    if (since) {
-        if (!json_is_integer(since) || json_integer_value(since) < 0) {
+    const struct request_value *since = &req->member[REQUEST_SINCE];
+    if (since->kind != REQUEST_ABSENT) {
+        if (request_uint63(since, &a.since) < 0) {
             router_reply_error(c, id, REFUSED_BAD_REQUEST, "\"since\" must be a non-negative integer seq");
             return;
         }
         a.has_since = 1;
-        a.since = (uint64_t)json_integer_value(since);
     }
-    json_t *epoch = json_object_get(root, "epoch");
-    if (epoch && !json_is_null(epoch)) {
-        if (!json_is_string(epoch)) {
+    const struct request_value *epoch = &req->member[REQUEST_EPOCH];
+    if (epoch->kind != REQUEST_ABSENT && epoch->kind != REQUEST_NULL) {
+        if (epoch->kind != REQUEST_STRING) {
             router_reply_error(c, id, REFUSED_BAD_REQUEST, "\"epoch\" must be a string");
             return;
         }
-        a.epoch = json_string_value(epoch);
-        a.epoch_len = json_string_length(epoch);
+        a.epoch = epoch->text;
+        a.epoch_len = epoch->text_len;
     }
     a.id_json = id;
     int r = hub_subscribe(c, &a);
@@ -269,10 +205,10 @@ static void router_subscribe(struct conn *c, json_t *root, const char *id)
         router_reply_errno(c, id, r);
 }
 
-static void router_unsubscribe(struct conn *c, json_t *root, const char *id)
+static void router_unsubscribe(struct conn *c, const struct request *req, const char *id)
 {
     size_t len;
-    const char *name = router_stream(c, root, id, &len);
+    const char *name = router_stream(c, req, id, &len);
     if (!name)
         return;
     int r = hub_unsubscribe(c, name, len);
@@ -282,16 +218,16 @@ static void router_unsubscribe(struct conn *c, json_t *root, const char *id)
     }
     struct textbuf b;
     textbuf_init(&b, 96);
-    textbuf_appendf(&b, "{\"type\":\"unsubscribed\",\"stream\":\"%s\"", name);
+    textbuf_appendf(&b, "{\"type\":\"unsubscribed\",\"stream\":\"%.*s\"", (int)len, name);
     router_append_id_json(&b, id);
     textbuf_append(&b, "}", 1);
     router_send(c, &b);
 }
 
-static void router_publish(struct conn *c, const char *msg, size_t len, json_t *root, const char *id)
+static void router_publish(struct conn *c, const struct request *req, const char *id)
 {
     size_t slen;
-    const char *name = router_stream(c, root, id, &slen);
+    const char *name = router_stream(c, req, id, &slen);
     if (!name)
         return;
     if (c->grant && !auth_stream_allowed(c->grant, AUTH_PUBLISH, name, slen)) {
@@ -300,25 +236,13 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
         router_log_refusal(c, REFUSED_FORBIDDEN, "publish outside the token's grant");
         return;
     }
-    size_t index = 0;
-    const char *key;
-    json_t *value;
-    int found = 0;
-    json_object_foreach(root, key, value) {
-        if (strcmp(key, "data") == 0) {
-            found = 1;
-            break;
-        }
-        index++;
-    }
-    const char *data;
-    size_t dlen;
-    if (!found || router_raw_member(msg, len, index, &data, &dlen) < 0) {
+    const struct request_value *data = &req->member[REQUEST_DATA];
+    if (data->kind == REQUEST_ABSENT) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing field \"data\"");
         return;
     }
     uint64_t seq;
-    int r = hub_publish(c, name, slen, data, dlen, id, &seq);
+    int r = hub_publish(c, name, slen, data->raw, data->raw_len, id, &seq);
     if (r < 0)
         router_reply_errno(c, id, r);
     else if (r == 0 && id)
@@ -330,11 +254,11 @@ static void router_publish(struct conn *c, const char *msg, size_t len, json_t *
  * the same subject, and still grant every stream the connection is
  * subscribed to (so a refresh never silently ends a subscription); when
  * refused, the connection keeps its current token. */
-static void router_auth(struct conn *c, json_t *root, const char *id)
+static void router_auth(struct conn *c, const struct request *req, const char *id)
 {
     struct worker *w = c->w;
-    json_t *token = json_object_get(root, "token");
-    if (!json_is_string(token)) {
+    const struct request_value *token = &req->member[REQUEST_TOKEN];
+    if (token->kind != REQUEST_STRING) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"token\"");
         return;
     }
@@ -345,8 +269,8 @@ static void router_auth(struct conn *c, json_t *root, const char *id)
         .audience = w->cfg.jwt_audience,
     };
     struct auth_grant *g = NULL;
-    enum auth_status st = auth_check_token(&policy, json_string_value(token),
-                                           json_string_length(token), clock_wall_ms(), &g);
+    enum auth_status st = auth_check_token(&policy, token->text, token->text_len,
+                                           clock_wall_ms(), &g);
     if (st != AUTH_OK) {
         char why[300];
         snprintf(why, sizeof(why), "%s; the connection keeps its current token",
@@ -415,112 +339,102 @@ static int router_admit(struct conn *c, const char *id)
     return 0;
 }
 
-json_t *router_parse(const char *msg, size_t len, json_error_t *err)
+int router_parse(const char *msg, size_t len, struct request *req)
 {
-    /* NUL escapes are valid JSON (a publisher's data may hold "\u0000");
-     * integers beyond 64 bits are too, so a second pass reads them as
-     * reals rather than refusing the message (data is never re-encoded). */
-    json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, err);
-    if (!root && strstr(err->text, "too big"))
-        root = json_loadb(msg, len,
-                          JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, err);
-    return root;
-}
-
-/* The request's `id` as its own bytes, NUL-terminated (NULL: no id, or
- * not an object). Echoing the source text rather than re-encoding the
- * parsed value keeps what jansson would change: integers beyond 64 bits
- * (read as reals), the spelling of floats, escapes in strings. */
-static char *router_raw_id(const char *msg, size_t len, json_t *root)
-{
-    if (!json_is_object(root) || !json_object_get(root, "id"))
-        return NULL;
-    size_t index = 0;
-    const char *key;
-    json_t *value;
-    json_object_foreach(root, key, value) {
-        if (strcmp(key, "id") == 0)
-            break;
-        index++;
-    }
-    const char *raw;
-    size_t raw_len;
-    if (router_raw_member(msg, len, index, &raw, &raw_len) < 0)
-        return NULL;
-    char *out = malloc(raw_len + 1);
-    if (!out)
-        return NULL;
-    memcpy(out, raw, raw_len);
-    out[raw_len] = '\0';
-    return out;
+    return request_parse(req, msg, len);
 }
 
 /* The `type` label its reply's duration is observed under. */
-static enum segment_request_type router_request_type(json_t *root)
+static enum segment_request_type router_request_type(const struct request *req)
 {
-    json_t *type = json_is_object(root) ? json_object_get(root, "type") : NULL;
-    const char *t = json_is_string(type) ? json_string_value(type) : "";
+    const struct request_value *type = &req->member[REQUEST_TYPE];
+    if (type->kind != REQUEST_STRING)
+        return REQUEST_INVALID;
     for (int i = 0; i < REQUEST_INVALID; i++) {
-        if (strcmp(t, segment_request_type_name((enum segment_request_type)i)) == 0)
+        const char *name = segment_request_type_name((enum segment_request_type)i);
+        if (strlen(name) == type->text_len && memcmp(name, type->text, type->text_len) == 0)
             return (enum segment_request_type)i;
     }
     return REQUEST_INVALID;
 }
 
-void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
-                    const json_error_t *err)
+/* The request's `id` as its own bytes, NUL-terminated, so any JSON value
+ * comes back exactly as sent (integers beyond 64 bits, the spelling of
+ * floats, escapes in strings): in buf when it fits, else allocated
+ * (*owned). NULL: no id. */
+static const char *router_id(const struct request *req, char *buf, size_t size, char **owned)
 {
-    c->msg_type = router_request_type(root);
-    char *id = router_raw_id(msg, len, root);
-    if (!router_admit(c, id)) {
-        free(id);
-        json_decref(root);
-        return;
+    const struct request_value *id = &req->member[REQUEST_ID];
+    *owned = NULL;
+    if (id->kind == REQUEST_ABSENT)
+        return NULL;
+    char *out = buf;
+    if (id->raw_len >= size) {
+        out = *owned = malloc(id->raw_len + 1);
+        if (!out)
+            return NULL;
     }
-    if (!root) {
-        char why[200];
-        snprintf(why, sizeof(why), "not JSON: %s at line %d column %d", err->text, err->line,
-                 err->column);
-        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, why);
-        return;
-    }
-    if (!json_is_object(root)) {
-        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, "a message must be a JSON object");
-        json_decref(root);
-        return;
-    }
-    json_t *type = json_object_get(root, "type");
-    if (!json_is_string(type) || strlen(json_string_value(type)) != json_string_length(type)) {
+    memcpy(out, id->raw, id->raw_len);
+    out[id->raw_len] = '\0';
+    return out;
+}
+
+static int router_type_is(const struct request_value *type, const char *name)
+{
+    return strlen(name) == type->text_len && memcmp(name, type->text, type->text_len) == 0;
+}
+
+static void router_dispatch(struct conn *c, const struct request *req, const char *id)
+{
+    const struct request_value *type = &req->member[REQUEST_TYPE];
+    if (type->kind != REQUEST_STRING || memchr(type->text, '\0', type->text_len)) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"type\"");
+    } else if (router_type_is(type, "publish")) {
+        router_publish(c, req, id);
+    } else if (router_type_is(type, "ping")) {
+        router_pong(c, id);
+    } else if (router_type_is(type, "subscribe")) {
+        router_subscribe(c, req, id);
+    } else if (router_type_is(type, "unsubscribe")) {
+        router_unsubscribe(c, req, id);
+    } else if (router_type_is(type, "auth") && c->w->cfg.auth_mode == CONFIG_AUTH_JWT) {
+        router_auth(c, req, id);
+    } else if (router_type_is(type, "auth")) {
+        router_reply_error(c, id, REFUSED_BAD_REQUEST,
+                           "type \"auth\" is not supported: authentication is not enabled");
     } else {
-        const char *t = json_string_value(type);
-        if (strcmp(t, "ping") == 0) {
-            router_pong(c, id);
-        } else if (strcmp(t, "publish") == 0) {
-            router_publish(c, msg, len, root, id);
-        } else if (strcmp(t, "subscribe") == 0) {
-            router_subscribe(c, root, id);
-        } else if (strcmp(t, "unsubscribe") == 0) {
-            router_unsubscribe(c, root, id);
-        } else if (strcmp(t, "auth") == 0 && c->w->cfg.auth_mode == CONFIG_AUTH_JWT) {
-            router_auth(c, root, id);
-        } else if (strcmp(t, "auth") == 0) {
-            router_reply_error(c, id, REFUSED_BAD_REQUEST,
-                         "type \"auth\" is not supported: authentication is not enabled");
-        } else {
-            router_reply_error(c, id, REFUSED_BAD_REQUEST,
-                         "unknown type; expected ping, subscribe, unsubscribe, publish or auth");
-        }
+        router_reply_error(c, id, REFUSED_BAD_REQUEST,
+                           "unknown type; expected ping, subscribe, unsubscribe, publish or auth");
     }
-    json_decref(root);
-    free(id);
+}
+
+void router_process(struct conn *c, const char *msg, size_t len, struct request *req, int parsed)
+{
+    (void)msg;
+    (void)len;
+    c->msg_type = parsed == 0 ? router_request_type(req) : REQUEST_INVALID;
+    char id_buf[64], *id_owned = NULL;
+    const char *id = parsed == 0 ? router_id(req, id_buf, sizeof(id_buf), &id_owned) : NULL;
+    if (!router_admit(c, id)) {
+        /* refused before being read */
+    } else if (parsed < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "not JSON: %s", req->error);
+        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, why);
+    } else if (!req->is_object) {
+        router_reply_error(c, NULL, REFUSED_BAD_REQUEST, "a message must be a JSON object");
+    } else {
+        router_dispatch(c, req, id);
+    }
+    request_free(req);
+    free(id_owned);
 }
 
 void router_handle(struct conn *c, const char *msg, size_t len)
 {
-    json_error_t err;
-    json_t *root = router_parse(msg, len, &err);
-    router_process(c, msg, len, root, &err);
+    struct request req;
+    int parsed = router_parse(msg, len, &req);
+    router_process(c, msg, len, &req, parsed);
 }
 
 const struct app_ops router_app = {

@@ -10,10 +10,10 @@
 #ifndef WSGATE_ROUTER_H
 #define WSGATE_ROUTER_H
 
-#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "request.h"
 #include "segment-t.h"
 #include "worker-t.h"
 
@@ -30,16 +30,15 @@ void router_reply_errno(struct conn *c, const char *id_json, int err);
 void router_reply_ack(struct conn *c, const char *id_json, const char *stream, size_t len,
                       uint64_t seq);
 /* The same in two steps, for a message parsed off the loop (session.h):
- * router_parse touches nothing but its arguments (any thread);
- * router_process takes the result (root may be NULL: not JSON, err says
- * why) and owns root from then on. Rate limiting happens in
+ * router_parse touches nothing but its arguments (any thread) and returns
+ * request_parse's result; router_process takes the request and that
+ * result (negative: not JSON, req->error says why) and frees the request. Rate limiting happens in
  * router_process, at the message's receive time (c->msg_start_ns); a
  * refused message gets `rate_limited` with its id and is not handled, and
  * past RATELIMIT_ABUSE_REFUSALS refusals in the window the connection is
  * closed with 1008. */
-json_t *router_parse(const char *msg, size_t len, json_error_t *err);
-void router_process(struct conn *c, const char *msg, size_t len, json_t *root,
-                    const json_error_t *err);
+int router_parse(const char *msg, size_t len, struct request *req);
+void router_process(struct conn *c, const char *msg, size_t len, struct request *req, int parsed);
 
 /* The router as a connection's application (struct app_ops). */
 extern const struct app_ops router_app;

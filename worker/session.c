@@ -90,8 +90,8 @@ static const char *session_inflate_why(int err)
                              : "out of memory inflating a message";
 }
 
-/* Count an inflated message, or log why it could not be (-1: the caller
- * closes with session_inflate_code). */
+/* Count an inflated message (0), or log why it could not be and return
+ * err (the caller closes with session_inflate_code). */
 static int session_inflated(struct conn *c, int err, size_t len, size_t inflated)
 {
     if (err == 0) {
@@ -106,7 +106,7 @@ static int session_inflated(struct conn *c, int err, size_t len, size_t inflated
     log_int(&l, "compressed_bytes", (int64_t)len);
     log_str(&l, "message", session_inflate_why(err));
     log_end(&l);
-    return -1;
+    return err;
 }
 
 static enum segment_disconnect_reason session_inflate_reason(int err)
@@ -149,8 +149,8 @@ static void session_inflate_and_parse(struct pending_msg *m)
             return;
     }
     const struct app_ops *app = m->conn->app;
-    m->root = m->plain ? app->parse(m->plain, m->plain_len, &m->err)
-                       : app->parse(m->data, m->len, &m->err);
+    m->parse_rc = m->plain ? app->parse(m->plain, m->plain_len, &m->req)
+                           : app->parse(m->data, m->len, &m->req);
 }
 
 static void session_parse_work(uv_work_t *req)
@@ -174,7 +174,7 @@ static void session_parse_done(uv_work_t *req, int status)
     m->parsing = 0;
     c->parsing--;
     if (m->orphan) {
-        json_decref(m->root);
+        request_free(&m->req);
         free(m->plain);
         free(m);
         if (c->zombie && c->parsing == 0)
@@ -191,7 +191,7 @@ static void session_free_pending(struct pending_msg *m)
         m->orphan = 1; /* the thread pool still has it */
         return;
     }
-    json_decref(m->root);
+    request_free(&m->req);
     free(m->plain);
     free(m);
 }
@@ -212,9 +212,9 @@ void session_drop_pending(struct conn *c)
 /* A message small enough to parse on the loop, now. */
 static void session_deliver(struct conn *c, const char *msg, size_t len)
 {
-    json_error_t err;
-    json_t *root = c->app->parse(msg, len, &err);
-    c->app->process(c, msg, len, root, &err);
+    struct request req;
+    int parsed = c->app->parse(msg, len, &req);
+    c->app->process(c, msg, len, &req, parsed);
 }
 
 /* Handle the queue in order: a large message first goes to the thread
@@ -252,8 +252,7 @@ static void session_pump(struct conn *c)
         }
         if (m->parsed) {
             c->app->process(c, m->plain ? m->plain : m->data, m->plain ? m->plain_len : m->len,
-                            m->root, &m->err);
-            m->root = NULL;
+                            &m->req, m->parse_rc);
         } else {
             session_deliver(c, m->data, m->len);
         }
@@ -296,7 +295,7 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
  * compressed bytes go to the thread pool, which inflates them under
  * max_message_size (a few bytes must not buy milliseconds of the loop).
  * On failure the close is queued (wslay sends it after this callback) and
- * -1 returned. */
+ * deflate_inflate's negative errno returned. */
 static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const uint8_t *in,
                            size_t len, uint8_t **out, size_t *out_len)
 {
@@ -310,7 +309,7 @@ static int session_inflate(struct conn *c, wslay_event_context_ptr ctx, const ui
     const char *why = session_inflate_why(r);
     wslay_event_queue_close(ctx, session_inflate_code(r), (const uint8_t *)why, strlen(why));
     wslay_event_shutdown_read(ctx);
-    return -1;
+    return r;
 }
 
 static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,

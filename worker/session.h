@@ -25,8 +25,8 @@
 #include "worker-t.h"
 
 /* Messages of SESSION_BIG_MESSAGE bytes or more are parsed on libuv's
- * thread pool (at a lower thread priority), not on the loop: jansson takes
- * ~12 ms per MiB, and a burst of maximum-size messages must not hold up
+ * thread pool (at a lower thread priority), not on the loop: validating
+ * the JSON takes milliseconds per MiB, and a burst of maximum-size messages must not hold up
  * every other patient's stream. The connection stops being read until its
  * queue of waiting messages is empty, so messages stay in order and the
  * queue stays short; everything but the parse (rate limit, dispatch,

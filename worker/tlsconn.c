@@ -304,7 +304,8 @@ static int tlsconn_write_cipher(struct conn *c)
 }
 
 /* Encrypt a batch of whole chunks from the head of the send queue. With
- * memory BIOs SSL_write takes everything at once or fails. */
+ * memory BIOs SSL_write takes everything at once or fails. Returns 0, or
+ * -EPROTO (OpenSSL's error queue says why). */
 static int tlsconn_seal(struct conn *c)
 {
     struct tlsconn *t = c->tls;
@@ -316,7 +317,7 @@ static int tlsconn_seal(struct conn *c)
         size_t len = ch->len - ch->off;
         size_t written = 0;
         if (len && SSL_write_ex(t->ssl, sendq_chunk_bytes(ch) + ch->off, len, &written) != 1)
-            return -1;
+            return -EPROTO;
         bytes += len;
     }
     /* We seal only with the write BIO empty and no write pending, so the
@@ -435,13 +436,13 @@ int tlsconn_ctx_init(struct worker *w, const struct tls_pair *pair)
         /* Not the pair this generation names (should not happen): read
          * the files, checked against the master's fingerprint. */
         tlsconn_ctx_refresh(w);
-        return w->tls_ctx ? 0 : -1;
+        return w->tls_ctx ? 0 : -EINVAL;
     }
     char err[2 * CONFIG_PATH_MAX + 200];
     SSL_CTX *ctx = tls_server_ctx_new(pair, w->cfg.tls_min_version, err, sizeof(err));
     if (!ctx) {
         log_msg(LOG_ERROR, "error", "worker %d cannot set up TLS: %s", w->slot_index, err);
-        return -1;
+        return -EINVAL;
     }
     tlsconn_ctx_install(w, ctx, pair->fingerprint);
     return 0;

@@ -83,8 +83,8 @@ static inline int tlsconn_established(const struct conn *c)
 void tlsconn_release_if_idle(struct conn *c);
 
 /* Worker: build the first SSL_CTX from the pair the master validated
- * (inherited across fork); 0, or -1 when TLS is on and none could be
- * built. Does nothing when TLS is off. */
+ * (inherited across fork); 0, or -EINVAL (logged) when TLS is on and none
+ * could be built. Does nothing when TLS is off. */
 int tlsconn_ctx_init(struct worker *w, const struct tls_pair *pair);
 /* Worker: a new config generation; build a new SSL_CTX if its pair or
  * tls_min_version changed (rereading the files, used only if they still

@@ -9,7 +9,6 @@
 #define WSGATE_WORKER_T_H
 
 #include <openssl/ssl.h>
-#include <jansson.h>
 #include <stdint.h>
 #include <uv.h>
 #include <wslay/wslay.h>
@@ -18,6 +17,7 @@
 #include "config-t.h"
 #include "http-t.h"
 #include "ratelimit.h"
+#include "request.h"
 #include "segment-t.h"
 #include "streamlog-t.h"
 
@@ -109,8 +109,8 @@ struct pending_msg {
     struct pending_msg *next;
     struct conn *conn;
     uv_work_t work;
-    json_t *root;               /* parse result (NULL: not JSON, see err) */
-    json_error_t err;
+    struct request req;         /* parsed: the request (free with request_free) */
+    int parse_rc;               /* parsed: request_parse's result */
     uint64_t received_ns;
     unsigned parsing : 1;       /* on the thread pool */
     unsigned parsed : 1;
@@ -180,11 +180,10 @@ struct conn_handlers {
 struct app_ops {
     /* Touches nothing but its arguments: large messages are parsed on
      * libuv's thread pool. */
-    json_t *(*parse)(const char *msg, size_t len, json_error_t *err);
-    /* On the loop, in arrival order; owns root from then on (NULL: not
-     * JSON, err says why). */
-    void (*process)(struct conn *c, const char *msg, size_t len, json_t *root,
-                    const json_error_t *err);
+    int (*parse)(const char *msg, size_t len, struct request *req);
+    /* On the loop, in arrival order, with parse's result (negative: not
+     * JSON, req->error says why); frees req. */
+    void (*process)(struct conn *c, const char *msg, size_t len, struct request *req, int parsed);
     /* A request refused with a negative errno (-EAGAIN: unavailable, …);
      * id_json is its id serialised, or NULL. */
     void (*reply_errno)(struct conn *c, const char *id_json, int err);
@@ -279,6 +278,8 @@ struct hub_frameq {
 
 struct hub_stream {
     struct hub_stream *next;        /* hash chain */
+    struct hub_stream *ready_next;  /* hub.ready: published here since the last fan-out */
+    uint8_t ready;
     struct streamlog_ref ref;
     uint64_t delivered_seq;         /* every seq <= this went to local subscribers */
     struct streamlog_iter it;       /* where the next record to fan out starts */
@@ -330,7 +331,8 @@ struct hub {
     struct hub_stream *buckets[HUB_BUCKETS];
     uv_poll_t wake;                 /* this worker's eventfd */
     int wake_fd;
-    int scan;                       /* fan out at the next uv_check */
+    int scan;                       /* fan out every stream at the next uv_check */
+    struct hub_stream *ready;       /* fan out these at the next uv_check (local publishes) */
     uint64_t wake_mask;             /* other workers to wake at the next uv_check */
     uint64_t stuck_mask;            /* workers that made no progress for send_timeout */
     uint64_t streams;

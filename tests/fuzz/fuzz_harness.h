@@ -82,6 +82,9 @@ extern int fuzz_deflate_wbits;
  * `strict`. NULL when it is not JSON. */
 struct json_t;
 struct json_t *fuzz_json_parse(const char *text, size_t len, int strict);
+/* The `type` of a server text message into type (cap bytes): 0, or -1 when
+ * the text is not a JSON object with a string type. */
+int fuzz_text_type(const char *text, size_t len, char *type, size_t cap);
 size_t fuzz_check_server_frames(const uint8_t *p, size_t len, fuzz_text_fn on_text, void *arg);
 
 #endif

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -206,6 +207,118 @@ def test_resume_older_than_history_reports_gap(gateway_factory, redis_factory):
         assert [m["seq"] for m in got] == list(range(first["to"] + 1, 51))
         await ws.close()
     asyncio.run(go())
+
+
+class HoldingProxy:
+    """A TCP proxy in front of Redis, on its own thread and event loop (the
+    gateway fixtures block the test's). Once a client sends bytes containing
+    `trigger`, what Redis answers on that connection from then on reaches
+    the client `hold` seconds later, in order: the worker's request and
+    every request it queues behind it on that connection wait."""
+
+    def __init__(self, redis_port, trigger, hold):
+        self.redis_port = redis_port
+        self.trigger = trigger
+        self.hold = hold
+        self.triggered = threading.Event()
+        self.port = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.serve, "127.0.0.1", 0), self.loop).result(10)
+        self.server = server
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self):
+        async def shutdown():
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def serve(self, creader, cwriter):
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        release = [0.0]
+
+        async def up():
+            while data := await creader.read(65536):
+                if self.trigger in data and not self.triggered.is_set():
+                    release[0] = self.loop.time() + self.hold
+                    self.triggered.set()
+                swriter.write(data)
+                await swriter.drain()
+            swriter.close()
+
+        async def down():
+            while data := await sreader.read(65536):
+                await asyncio.sleep(max(0.0, release[0] - self.loop.time()))
+                cwriter.write(data)
+                await cwriter.drain()
+            cwriter.close()
+        try:
+            await asyncio.gather(up(), down(), return_exceptions=True)
+        finally:
+            cwriter.close()
+            swriter.close()
+
+
+def test_gap_with_a_128_character_stream_name_during_replay(gateway_factory, redis_factory):
+    """A `gap` found by the live stream while a subscriber's replay is on its
+    way waits in that subscriber's queue; with the longest stream name
+    allowed its text is over 125 bytes, so its frame needs the 16-bit
+    length. (cluster.c's own encoder once wrote the length into one byte,
+    which sets the mask bit: websockets refuses such a frame.) A proxy holds
+    the worker's hole-filling XRANGE answer for a second so that the replay
+    starts behind it."""
+    r = redis_factory()
+    name = "patient/" + "x" * 116 + "/ecg"
+    assert len(name) == 128
+    # The hole 51..100 (messages the broker never held).
+    proxy = HoldingProxy(r.port, b"$4\r\n51-0\r\n$5\r\n100-0\r\n", 1.0 * SLOW).start()
+    try:
+        a = gateway_factory(cluster_config(proxy.url, history_size=10, workers=1))
+
+        async def go():
+            live, _ = await subscribe(a.ws_url, name)
+            assert await publish_many(a.ws_url, name, 50) == list(range(1, 51))
+            assert [m["seq"] for m in await receive(live, 50)] == list(range(1, 51))
+            r.cli("SET", f"wsgate:{{{name}}}:seq", "100")
+            pub = await websockets.connect(a.ws_url, open_timeout=10 * SLOW)
+            await pub.send(json.dumps({"type": "publish", "stream": name, "data": 101, "id": "p"}))
+            assert await asyncio.to_thread(proxy.triggered.wait, 10 * SLOW), "no hole fill seen"
+            # The fill's answer is held: this replay (41..50) is answered after it.
+            late, sub = await subscribe(a.ws_url, name, since=5)
+            assert sub["recovered"] is False and sub["seq"] == 50, sub
+            got = await receive(late, 13)
+            assert got[0] == {"type": "gap", "stream": name, "from": 6, "to": 40}, got[0]
+            assert [m["seq"] for m in got[1:11]] == list(range(41, 51))
+            long_gap = got[11]
+            assert long_gap == {"type": "gap", "stream": name, "from": 51, "to": 100}, long_gap
+            assert len(json.dumps(long_gap, separators=(",", ":"))) > 125
+            assert got[12]["seq"] == 101 and got[12]["stream"] == name, got[12]
+            assert (await ws_request(late, {"type": "ping", "id": 1}))["type"] == "pong"
+            live_rest = await receive(live, 2)
+            assert live_rest[0] == {"type": "gap", "stream": name, "from": 51, "to": 100}
+            assert live_rest[1]["seq"] == 101
+            assert (json.loads(await asyncio.wait_for(pub.recv(), 10 * SLOW)))["seq"] == 101
+            for ws in (live, late, pub):
+                await ws.close()
+        asyncio.run(go())
+    finally:
+        proxy.stop()
 
 
 def test_redis_outage_unavailable_then_recovery_exactly_once(gateway_factory, redis_factory):

@@ -212,25 +212,32 @@ def test_data_reaches_subscribers_byte_for_byte(gateway):
     run(main())
 
 
-def test_numbers_beyond_double_range_are_refused_with_reason(gateway):
-    """A documented limit: jansson (the JSON parser) cannot represent 1e400,
-    so such a message is refused as bad_request saying why; nothing is
-    published and the connection stays usable."""
+def test_malformed_json_is_refused_saying_where(gateway):
+    """docs/PROTOCOL.md 4: a message that is not strict JSON gets bad_request
+    naming the byte it went wrong at; nothing is published and the
+    connection stays usable."""
     async def main():
         c = await Client.connect(gateway)
-        await c.ws.send('{"type":"publish","stream":"raw/huge","id":1,"data":1e400}')
+        await c.ws.send('{"type":"publish","stream":"raw/bad","id":1,"data":[1,2,]}')
         err = await c.take(lambda f: f.get("type") == "error", 5, what="the refusal")
-        assert err["code"] == "bad_request" and "overflow" in err["message"], err
-        assert (await c.request({"type": "ping", "id": 2}))["type"] == "pong"
+        assert err["code"] == "bad_request" and "not JSON" in err["message"] \
+            and "at byte 57" in err["message"], err
+        await c.ws.send('{"type":"publish","stream":"raw/bad","id":2,"data":1,"data":2}')
+        err = await c.take(lambda f: f.get("type") == "error", 5, what="the second refusal")
+        assert err["code"] == "bad_request" and '"data" appears twice' in err["message"], err
+        assert (await c.request({"type": "ping", "id": 3}))["type"] == "pong"
         await c.close()
     run(main())
 
 
 @pytest.mark.parametrize("data", [
     "123456789012345678901234567890",
+    "1e400",
+    '{"dup": 1, "dup": 2}',
     '{"n": -99999999999999999999}',
     r'"nul \u0000 inside"',
-], ids=["big_integer", "big_negative_integer_in_object", "escaped_nul"])
+], ids=["big_integer", "beyond_double_range", "repeated_name_inside", "big_negative_integer_in_object",
+        "escaped_nul"])
 def test_data_any_json_value_byte_for_byte(gateway, data):
     """docs/PROTOCOL.md: `data` is any JSON and reaches subscribers byte for byte;
     numbers beyond 64-bit/double range and \\u0000 are valid JSON."""

@@ -1,9 +1,12 @@
 /*
  * fakequeue — what the worker unit suites read back from a connection's
- * send queue, and the bare connection they queue to. Header-only (static
- * functions), so each suite stays one executable that may also #include
- * the .c it tests (inline: a suite may use one and not the other).
+ * send queue, and the bare worker and connection they queue to.
+ * Header-only (static functions), so each suite stays one executable that
+ * may also #include the .c it tests (inline: a suite may use one and not
+ * the other).
  *
+ *   fakequeue_worker(slot)        a worker with the default config, no
+ *                                 loop, counting into *slot (zeroed)
  *   fakequeue_conn(w, write_cb)   a WebSocket-state connection of worker w
  *   fakequeue_frames(q, out, max) the server frames queued in q, in order,
  *                                 each "opcode:payload" ("8:<code>" for a
@@ -19,8 +22,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "sendq.h"
 #include "worker-t.h"
+
+static inline struct worker *fakequeue_worker(struct segment_worker *slot)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    ck_assert_ptr_nonnull(w);
+    config_defaults(&w->cfg);
+    memset(slot, 0, sizeof(*slot));
+    w->slot = slot;
+    return w;
+}
 
 static inline struct conn *fakequeue_conn(struct worker *w, sendq_write_cb write_cb)
 {

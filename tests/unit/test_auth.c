@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "unit.h"
 
 #define NOW_MS 1700000000000LL /* a fixed "now": 2023-11-14 */
 #define NOW_S (NOW_MS / 1000)
@@ -784,14 +785,13 @@ END_TEST
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
-    TCase *tc = tcase_create("patterns");
+    TCase *tc = unit_tcase(s, "patterns");
     tcase_add_test(tc, patterns_valid_and_invalid);
     tcase_add_test(tc, patterns_match_exact_and_prefix);
     tcase_add_test(tc, grants_are_per_action);
     tcase_add_test(tc, no_streams_claim_grants_nothing);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("claims");
+    tc = unit_tcase(s, "claims");
     tcase_add_test(tc, exp_required_and_checked);
     tcase_add_test(tc, grant_expiry_follows_exp);
     tcase_add_test(tc, nbf_checked_when_present);
@@ -800,9 +800,8 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, claim_shapes_refused);
     tcase_add_test(tc, duplicate_members_refused);
     tcase_add_test(tc, subjects_compared_exactly);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("algorithms");
+    tc = unit_tcase(s, "algorithms");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, hs256_wrong_secret_fails);
     tcase_add_test(tc, alg_none_refused);
@@ -812,22 +811,16 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, arbitrary_bytes_never_crash);
     tcase_add_test(tc, status_texts_exist_and_say_no_token);
     tcase_add_test(tc, alg_names);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("keys");
+    tc = unit_tcase(s, "keys");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, hmac_secret_loading);
     tcase_add_test(tc, pem_key_loading);
     tcase_add_test(tc, keystore_round_trip_across_fork);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(auth_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(auth_suite());
 }

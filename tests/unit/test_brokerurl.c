@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "brokerurl.h"
+#include "unit.h"
 
 START_TEST(plain_url)
 {
@@ -90,20 +91,15 @@ END_TEST
 static Suite *brokerurl_suite(void)
 {
     Suite *s = suite_create("brokerurl");
-    TCase *tc = tcase_create("parse");
+    TCase *tc = unit_tcase(s, "parse");
     tcase_add_test(tc, plain_url);
     tcase_add_test(tc, sentinel_url);
     tcase_add_test(tc, bad_urls_say_why);
     tcase_add_test(tc, labels_never_show_the_password);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(brokerurl_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(brokerurl_suite());
 }

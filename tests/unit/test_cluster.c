@@ -29,6 +29,7 @@ static void *test_malloc(size_t n)
 
 #include "config.h"
 #include "fakequeue.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -42,10 +43,7 @@ static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
     cluster_malloc_fails = 0;
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     hs = calloc(1, sizeof(*hs));
     hs->owner = w;
     hs->cstate = HUB_LIVE;
@@ -188,16 +186,11 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("cluster");
-    TCase *tc = tcase_create("delivery");
+    TCase *tc = unit_tcase(s, "delivery");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, live_and_replaying_subscribers);
     tcase_add_test(tc, no_memory_for_a_replaying_queue_closes_1011);
     tcase_add_test(tc, a_replay_ends_with_what_was_queued_meanwhile);
     tcase_add_test(tc, a_long_named_gap_queued_during_replay_is_one_whole_frame);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

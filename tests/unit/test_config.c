@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "unit.h"
 
 #ifndef WSGATE_SOURCE_ROOT
 #error "WSGATE_SOURCE_ROOT must be defined by the build"
@@ -857,7 +858,7 @@ END_TEST
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
-    TCase *tc = tcase_create("config");
+    TCase *tc = unit_tcase(s, "config");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, defaults_match_design);
     tcase_add_test(tc, empty_text_gives_defaults);
@@ -900,15 +901,10 @@ static Suite *config_suite(void)
     tcase_add_test(tc, stream_memory_must_hold_one_message_of_max_message_size);
     tcase_add_test(tc, jwt_key_file_loaded_relative_to_the_config);
     tcase_add_test(tc, jwt_key_file_problems_name_the_key);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(config_suite());
 }

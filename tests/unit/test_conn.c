@@ -20,8 +20,10 @@
 
 #include "config.h"
 #include "conn.h"
+#include "fakequeue.h"
 #include "log.h"
 #include "sendq.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -91,10 +93,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     fed_len = 0;
     calls[0] = '\0';
     accepted = NULL;
@@ -280,7 +279,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("conn");
-    TCase *tc = tcase_create("conn");
+    TCase *tc = unit_tcase(s, "conn");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, bytes_go_to_feed_and_eof_closes_through_the_handlers);
     tcase_add_test(tc, the_sweep_asks_the_phase);
@@ -289,10 +288,5 @@ int main(void)
     tcase_add_test(tc, nothing_is_queued_once_closed);
     tcase_add_test(tc, accepted_sockets_inherit_the_listeners_options);
     tcase_add_test(tc, the_remote_address_is_spelled_on_demand);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

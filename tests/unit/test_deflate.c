@@ -15,6 +15,7 @@
 #include "deflate.h"
 #include "segment-t.h"
 #include "sendq.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -312,28 +313,22 @@ END_TEST
 static Suite *deflate_suite(void)
 {
     Suite *s = suite_create("deflate");
-    TCase *tc = tcase_create("out");
+    TCase *tc = unit_tcase(s, "out");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, twin_built_once_and_shared);
     tcase_add_test(tc, one_twin_per_window);
     tcase_add_test(tc, plain_when_not_worth_it);
     tcase_add_test(tc, level_change_applies);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("in");
+    tc = unit_tcase(s, "in");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, inflate_round_trip);
     tcase_add_test(tc, inflate_limit_is_exact);
     tcase_add_test(tc, inflate_bomb_stops_at_the_limit);
     tcase_add_test(tc, inflate_rejects_bad_data);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(deflate_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(deflate_suite());
 }

@@ -10,28 +10,12 @@
 #include <string.h>
 
 #include "framescan.h"
+#include "unit.h"
 
-/* A masked client frame header (mask key zero) for `len` payload bytes,
- * followed by the payload; returns the frame's size. */
+/* A masked client frame of `len` bytes of payload; returns its size. */
 static size_t frame(uint8_t *out, int fin, int opcode, uint64_t len)
 {
-    size_t n = 0;
-    out[n++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
-    if (len < 126) {
-        out[n++] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xffff) {
-        out[n++] = 0x80 | 126;
-        out[n++] = (uint8_t)(len >> 8);
-        out[n++] = (uint8_t)len;
-    } else {
-        out[n++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            out[n++] = (uint8_t)(len >> (8 * i));
-    }
-    memset(out + n, 0, 4);
-    n += 4;
-    memset(out + n, 'p', len);
-    return n + (size_t)len;
+    return unit_client_frame(out, fin, opcode, NULL, len, len);
 }
 
 static uint8_t buf[300000];
@@ -101,15 +85,10 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("framescan");
-    TCase *tc = tcase_create("framescan");
+    TCase *tc = unit_tcase(s, "framescan");
     tcase_add_test(tc, lengths_whole_and_byte_by_byte);
     tcase_add_test(tc, a_too_big_message_is_known_from_its_header);
     tcase_add_test(tc, fragments_add_up_and_controls_do_not);
     tcase_add_test(tc, a_close_is_seen_from_its_header);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

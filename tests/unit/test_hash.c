@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "unit.h"
 
 START_TEST(fnv1a_vectors)
 {
@@ -19,15 +20,21 @@ START_TEST(fnv1a_vectors)
 }
 END_TEST
 
+START_TEST(fnv1a64_vectors_piece_by_piece)
+{
+    ck_assert_uint_eq(hash_fnv1a64_add(HASH_FNV1A64_INIT, "", 0), 0xcbf29ce484222325ull);
+    ck_assert_uint_eq(hash_fnv1a64_add(HASH_FNV1A64_INIT, "a", 1), 0xaf63dc4c8601ec8cull);
+    ck_assert_uint_eq(hash_fnv1a64_add(HASH_FNV1A64_INIT, "foobar", 6), 0x85944171f73967e8ull);
+    uint64_t h = hash_fnv1a64_add(HASH_FNV1A64_INIT, "foo", 3);
+    ck_assert_uint_eq(hash_fnv1a64_add(h, "bar", 3), 0x85944171f73967e8ull);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hash");
-    TCase *tc = tcase_create("fnv1a");
+    TCase *tc = unit_tcase(s, "fnv1a");
     tcase_add_test(tc, fnv1a_vectors);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    tcase_add_test(tc, fnv1a64_vectors_piece_by_piece);
+    return unit_run(s);
 }

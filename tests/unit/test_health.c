@@ -18,6 +18,7 @@
 #include "health.h"
 #include "metrics.h"
 #include "segment.h"
+#include "unit.h"
 #include "wsgate-build.h"
 
 /* A segment with `wanted` workers all running, created 5 s ago. */
@@ -400,7 +401,7 @@ END_TEST
 static Suite *health_suite(void)
 {
     Suite *s = suite_create("health");
-    TCase *tc = tcase_create("status");
+    TCase *tc = unit_tcase(s, "status");
     tcase_add_test(tc, all_wanted_workers_running_is_ok);
     tcase_add_test(tc, dead_wanted_worker_is_degraded);
     tcase_add_test(tc, wanted_slot_never_started_is_degraded);
@@ -408,17 +409,15 @@ static Suite *health_suite(void)
     tcase_add_test(tc, no_worker_running_is_degraded);
     tcase_add_test(tc, dead_worker_outside_wanted_is_ignored);
     tcase_add_test(tc, draining_wins_over_everything);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("detailed");
+    tc = unit_tcase(s, "detailed");
     tcase_add_test(tc, detailed_ok_is_200_with_every_field);
     tcase_add_test(tc, detailed_degraded_is_503_with_reason_and_dead_worker);
     tcase_add_test(tc, detailed_draining_is_503);
     tcase_add_test(tc, detailed_lists_only_slots_in_use);
     tcase_add_test(tc, detailed_config_generation_follows_publications);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("endpoints");
+    tc = unit_tcase(s, "endpoints");
     tcase_add_test(tc, endpoint_health_ok_and_degraded_are_200);
     tcase_add_test(tc, endpoint_health_draining_is_503);
     tcase_add_test(tc, endpoint_health_self_draining_is_503);
@@ -426,15 +425,10 @@ static Suite *health_suite(void)
     tcase_add_test(tc, endpoint_metrics_renders_exposition_with_master_process);
     tcase_add_test(tc, endpoint_metrics_without_readable_master_omits_process);
     tcase_add_test(tc, unknown_paths_are_not_endpoints);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(health_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(health_suite());
 }

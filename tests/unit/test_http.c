@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "unit.h"
 
 #define SAMPLE_KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define SAMPLE_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -871,12 +872,11 @@ END_TEST
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
-    TCase *tc = tcase_create("accept");
+    TCase *tc = unit_tcase(s, "accept");
     tcase_add_test(tc, accept_key_of_rfc6455_sample);
     tcase_add_test(tc, accept_key_uses_only_key_len_bytes);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("feed");
+    tc = unit_tcase(s, "feed");
     tcase_add_test(tc, head_fed_whole);
     tcase_add_test(tc, request_line_needs_an_http_1_version);
     tcase_add_test(tc, head_fed_byte_by_byte);
@@ -890,17 +890,15 @@ static Suite *http_suite(void)
     tcase_add_test(tc, sixty_four_headers_accepted_sixty_five_too_big);
     tcase_add_test(tc, garbage_is_bad_request);
     tcase_add_test(tc, garbage_fed_byte_by_byte_is_bad_request);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("headers");
+    tc = unit_tcase(s, "headers");
     tcase_add_test(tc, header_names_case_insensitive);
     tcase_add_test(tc, header_lookup_returns_first_and_counts_all);
     tcase_add_test(tc, header_value_excludes_leading_and_trailing_whitespace);
     tcase_add_test(tc, token_lists_with_odd_spacing);
     tcase_add_test(tc, token_must_match_whole_item);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("validate");
+    tc = unit_tcase(s, "validate");
     tcase_add_test(tc, validate_standard_upgrade_is_101);
     tcase_add_test(tc, validate_connection_keep_alive_upgrade_is_101);
     tcase_add_test(tc, validate_connection_split_over_two_headers_is_101);
@@ -919,9 +917,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, validate_http_1_0_is_400);
     tcase_add_test(tc, validate_subprotocol_selected_among_others);
     tcase_add_test(tc, validate_only_other_subprotocols_is_400);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("format");
+    tc = unit_tcase(s, "format");
     tcase_add_test(tc, request_path_strips_query);
     tcase_add_test(tc, query_param_found_decoded_and_counted);
     tcase_add_test(tc, origin_normalised);
@@ -932,15 +929,10 @@ static Suite *http_suite(void)
     tcase_add_test(tc, format_head_too_small_buffer);
     tcase_add_test(tc, status_texts);
     tcase_add_test(tc, format_head_with_cache_control);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(http_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(http_suite());
 }

@@ -21,6 +21,7 @@
 #include "segment.h"
 #include "sendq.h"
 #include "streamlog.h"
+#include "unit.h"
 
 #define T_MAX_STREAMS 16
 #define T_STREAM_MEMORY (16 * STREAMLOG_CHUNK)
@@ -356,21 +357,15 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("hub");
-    TCase *tc = tcase_create("local");
+    TCase *tc = unit_tcase(s, "local");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, subscribed_then_every_message_in_order);
     tcase_add_test(tc, since_replays_what_is_held_and_announces_the_rest);
     tcase_add_test(tc, since_within_history_is_recovered);
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, nothing_after_unsubscribe_or_close);
-    suite_add_tcase(s, tc);
-    TCase *fake = tcase_create("backend");
+    TCase *fake = unit_tcase(s, "backend");
     tcase_add_checked_fixture(fake, setup_fake, teardown);
     tcase_add_test(fake, the_hub_asks_its_backend);
-    suite_add_tcase(s, fake);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

@@ -17,6 +17,7 @@
 
 #include "iptable.h"
 #include "ratelimit.h"
+#include "unit.h"
 
 #define S 1000000000ull
 
@@ -294,15 +295,14 @@ END_TEST
 static Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
-    TCase *tc = tcase_create("ratelimit");
+    TCase *tc = unit_tcase(s, "ratelimit");
     tcase_add_test(tc, bucket_allows_burst_then_refuses);
     tcase_add_test(tc, bucket_refills_at_the_rate);
     tcase_add_test(tc, bucket_off_and_rate_changes);
     tcase_add_test(tc, abuse_window);
     tcase_add_test(tc, a_bucket_is_at_rest_once_full_and_forgiven);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("iptable");
+    tc = unit_tcase(s, "iptable");
     tcase_add_test(tc, limit_is_replica_wide);
     tcase_add_test(tc, release_removes_empty_entries);
     tcase_add_test(tc, dead_worker_counts_given_back);
@@ -310,15 +310,10 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, full_table_stops_tracking);
     tcase_add_test(tc, lock_of_a_dead_owner_is_recovered);
     tcase_add_test(tc, addresses_are_spelled_as_clients_know_them);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(limits_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(limits_suite());
 }

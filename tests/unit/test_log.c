@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "unit.h"
 
 /* ---- stderr capture ---- */
 
@@ -443,39 +444,31 @@ END_TEST
 static Suite *log_suite(void)
 {
     Suite *s = suite_create("log");
-    TCase *tc = tcase_create("json");
+    TCase *tc = unit_tcase(s, "json");
     tcase_add_test(tc, json_line_shape_of_a_worker_event);
     tcase_add_test(tc, json_line_of_the_master_names_the_process);
     tcase_add_test(tc, json_ts_is_now);
     tcase_add_test(tc, json_escapes_quotes_backslashes_newlines_and_controls);
     tcase_add_test(tc, json_escapes_event_name);
     tcase_add_test(tc, log_msg_message_with_newlines_is_one_line);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("levels");
+    tc = unit_tcase(s, "levels");
     tcase_add_test(tc, level_filtering);
     tcase_add_test(tc, level_and_format_names_parse);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("text");
+    tc = unit_tcase(s, "text");
     tcase_add_test(tc, text_format_key_value);
     tcase_add_test(tc, text_format_never_writes_raw_newlines_or_controls);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("truncation");
+    tc = unit_tcase(s, "truncation");
     tcase_add_test(tc, overlong_value_truncated_line_stays_valid_json);
     tcase_add_test(tc, overlong_escaped_message_truncated_stays_valid_json);
     tcase_add_test(tc, truncation_at_every_length_stays_valid_json);
     tcase_add_test(tc, text_format_truncated_line_is_marked);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(log_suite());
 }

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "segment.h"
+#include "unit.h"
 
 static struct segment *new_segment(const char *environment, int64_t max_connections)
 {
@@ -805,13 +806,12 @@ END_TEST
 static Suite *metrics_suite(void)
 {
     Suite *s = suite_create("metrics");
-    TCase *tc = tcase_create("golden");
+    TCase *tc = unit_tcase(s, "golden");
     tcase_add_test(tc, golden_text_without_process_block);
     tcase_add_test(tc, golden_text_with_process_block);
     tcase_add_test(tc, render_appends_to_existing_buffer);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("properties");
+    tc = unit_tcase(s, "properties");
     tcase_add_test(tc, every_design_series_has_help_and_type);
     tcase_add_test(tc, every_label_value_emitted_at_zero_from_start);
     tcase_add_test(tc, environment_label_on_every_sample);
@@ -819,19 +819,13 @@ static Suite *metrics_suite(void)
     tcase_add_test(tc, count_follows_buckets_even_when_latency_count_lags);
     tcase_add_test(tc, process_block_only_with_procstat);
     tcase_add_test(tc, connections_active_one_sample_per_slot_in_use);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("cost");
+    tc = unit_tcase(s, "cost");
     tcase_add_test(tc, render_time_with_64_slots);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(metrics_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(metrics_suite());
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pmdeflate.h"
+#include "unit.h"
 
 static int nego(const char *v, struct pmdeflate_agreement *a)
 {
@@ -198,7 +199,7 @@ END_TEST
 static Suite *pmdeflate_suite(void)
 {
     Suite *s = suite_create("pmdeflate");
-    TCase *tc = tcase_create("negotiate");
+    TCase *tc = unit_tcase(s, "negotiate");
     tcase_add_test(tc, plain_offer_accepted_without_context_takeover);
     tcase_add_test(tc, no_offer);
     tcase_add_test(tc, context_takeover_parameters);
@@ -209,15 +210,10 @@ static Suite *pmdeflate_suite(void)
     tcase_add_test(tc, malformed_header_is_einval);
     tcase_add_test(tc, quoted_escapes);
     tcase_add_test(tc, response_needs_room);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(pmdeflate_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(pmdeflate_suite());
 }

@@ -12,6 +12,7 @@
 
 #include "rtt.h"
 #include "segment.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -155,16 +156,11 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("rtt");
-    TCase *tc = tcase_create("rtt");
+    TCase *tc = unit_tcase(s, "rtt");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, the_latest_pings_pong_counts_once);
     tcase_add_test(tc, pongs_that_match_nothing_are_ignored);
     tcase_add_test(tc, the_sweep_publishes_the_slowest_first);
     tcase_add_test(tc, few_connections_fill_part_of_the_table);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

@@ -17,9 +17,10 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "streamlog.h"
 #include "config.h"
 #include "segment.h"
+#include "streamlog.h"
+#include "unit.h"
 
 /* A unique shm name per test process (Check forks one per test). */
 static const char *test_name(const char *tag)
@@ -710,7 +711,7 @@ END_TEST
 static Suite *segment_suite(void)
 {
     Suite *s = suite_create("segment");
-    TCase *tc = tcase_create("shm");
+    TCase *tc = unit_tcase(s, "shm");
     tcase_add_test(tc, segment_name_is_wsgate_port);
     tcase_add_test(tc, create_fills_header_and_zeroes_the_rest);
     tcase_add_test(tc, create_replaces_a_stale_object);
@@ -720,26 +721,22 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, attach_refuses_wrong_layout_version);
     tcase_add_test(tc, attach_refuses_too_small_object);
     tcase_add_test(tc, destroy_null_is_harmless);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("config");
+    tc = unit_tcase(s, "config");
     tcase_add_test(tc, publish_and_read_config_generations);
     tcase_add_test(tc, published_config_visible_through_readonly_attach);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("connections");
+    tc = unit_tcase(s, "connections");
     tcase_add_test(tc, reserve_and_release_against_max);
     tcase_add_test(tc, reserve_with_max_one);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("fold");
+    tc = unit_tcase(s, "fold");
     tcase_add_test(tc, fold_moves_counters_to_retired_and_keeps_totals);
     tcase_add_test(tc, fold_counts_open_connections_as_worker_exit);
     tcase_add_test(tc, fold_twice_changes_nothing);
     tcase_add_test(tc, totals_monotonic_across_respawn);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("latency");
+    tc = unit_tcase(s, "latency");
     tcase_add_test(tc, latency_bounds_are_100us_to_10s_then_inf);
     tcase_add_test(tc, latency_bucket_boundaries);
     tcase_add_test(tc, latency_buckets_agree_with_published_bounds);
@@ -747,22 +744,16 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, observe_request_and_rtt_fold_and_sum);
     tcase_add_test(tc, histogram_quantile_interpolates_like_prometheus);
     tcase_add_test(tc, rtt_top_publish_read_and_fold);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("sums");
+    tc = unit_tcase(s, "sums");
     tcase_add_test(tc, sum_counters_adds_retired_and_every_slot);
     tcase_add_test(tc, sum_of_empty_segment_is_zero);
     tcase_add_test(tc, label_names_match_design);
     tcase_add_test(tc, counter_add_is_single_writer_increment);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(segment_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(segment_suite());
 }

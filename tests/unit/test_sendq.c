@@ -16,6 +16,7 @@
 
 #include "segment-t.h"
 #include "sendq.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -270,26 +271,19 @@ static void cancelled_teardown(void)
 int main(void)
 {
     Suite *s = suite_create("sendq");
-    TCase *tc = tcase_create("queue");
+    TCase *tc = unit_tcase(s, "queue");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, frame_refs_follow_the_queues);
     tcase_add_test(tc, consume_counts_whole_messages_only);
     tcase_add_test(tc, bytes_before_the_upgrade_are_not_websocket_bytes);
     tcase_add_test(tc, drop_unsent_keeps_a_frame_in_the_middle);
-    suite_add_tcase(s, tc);
-    TCase *io = tcase_create("io");
+    TCase *io = unit_tcase(s, "io");
     tcase_add_checked_fixture(io, setup, teardown);
     tcase_add_test(io, flush_writes_more_than_one_batch_in_order);
     tcase_add_test(io, a_full_kernel_waits_and_reports_through_the_callback);
     tcase_add_test(io, a_broken_peer_is_a_negative_code);
-    suite_add_tcase(s, io);
-    TCase *cancel = tcase_create("cancel");
+    TCase *cancel = unit_tcase(s, "cancel");
     tcase_add_checked_fixture(cancel, setup, cancelled_teardown);
     tcase_add_test(cancel, a_cancelled_write_is_not_reported);
-    suite_add_tcase(s, cancel);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "fakequeue.h"
+#include "unit.h"
 
 static struct worker *w;
 static struct segment_worker slot;
@@ -75,18 +76,18 @@ void conn_log_begin(struct log_line *l, const struct conn *conn, enum log_level 
 static char got[8][256];
 static int ngot;
 
-static void fake_process(struct conn *conn, const char *msg, size_t len, json_t *root,
-                         const json_error_t *err)
+static void fake_process(struct conn *conn, const char *msg, size_t len, struct request *req,
+                         int parsed)
 {
     ck_assert_int_lt(ngot, 8);
-    snprintf(got[ngot++], sizeof(got[0]), "%s:%.*s", json_is_object(root) ? "object" : "not-json",
-             (int)len, msg);
-    json_decref(root);
+    snprintf(got[ngot++], sizeof(got[0]), "%s:%.*s",
+             parsed == 0 && req->is_object ? "object" : "not-json", (int)len, msg);
+    request_free(req);
 }
 
-static json_t *fake_parse(const char *msg, size_t len, json_error_t *err)
+static int fake_parse(const char *msg, size_t len, struct request *req)
 {
-    return json_loadb(msg, len, 0, err);
+    return request_parse(req, msg, len);
 }
 
 static const struct app_ops fake_app = {.parse = fake_parse, .process = fake_process};
@@ -98,10 +99,7 @@ static void no_write_cb(struct conn *conn, int status)
 static void setup(void)
 {
     log_configure(LOG_FORMAT_JSON, LOG_ERROR);
-    w = calloc(1, sizeof(*w));
-    config_defaults(&w->cfg);
-    memset(&slot, 0, sizeof(slot));
-    w->slot = &slot;
+    w = fakequeue_worker(&slot);
     c = calloc(1, sizeof(*c));
     c->w = w;
     c->state = CONN_WS;
@@ -122,35 +120,10 @@ static void teardown(void)
     free(w);
 }
 
-/* A client frame: FIN, opcode, masked with a fixed key. */
-static size_t client_frame(uint8_t *out, int opcode, const void *payload, uint64_t len,
-                           uint64_t announce)
-{
-    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
-    size_t n = 0;
-    out[n++] = (uint8_t)(0x80 | opcode);
-    if (announce < 126) {
-        out[n++] = (uint8_t)(0x80 | announce);
-    } else if (announce <= 0xffff) {
-        out[n++] = 0x80 | 126;
-        out[n++] = (uint8_t)(announce >> 8);
-        out[n++] = (uint8_t)announce;
-    } else {
-        out[n++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            out[n++] = (uint8_t)(announce >> (8 * i));
-    }
-    memcpy(out + n, key, 4);
-    n += 4;
-    for (uint64_t i = 0; i < len; i++)
-        out[n++] = ((const uint8_t *)payload)[i] ^ key[i % 4];
-    return n;
-}
-
 static void feed(int opcode, const char *payload)
 {
     uint8_t buf[512];
-    size_t n = client_frame(buf, opcode, payload, strlen(payload), strlen(payload));
+    size_t n = unit_client_frame(buf, 1, opcode, payload, strlen(payload), strlen(payload));
     session_feed(c, buf, n);
 }
 
@@ -212,7 +185,7 @@ START_TEST(too_large_is_refused_from_the_header)
 {
     w->cfg.max_message_size = 1000;
     uint8_t buf[16];
-    size_t n = client_frame(buf, 1, "", 0, 5000); /* the header only: no payload yet */
+    size_t n = unit_client_frame(buf, 1, 1, "", 0, 5000); /* the header only: no payload yet */
     session_feed(c, buf, n);
     char f[4][256];
     ck_assert_int_eq(sent(f, 4), 1);
@@ -236,7 +209,7 @@ START_TEST(a_client_ping_is_answered_and_a_heartbeat_pong_gives_the_rtt)
     uint8_t payload[RTT_PAYLOAD_LEN];
     memcpy(payload, ping + 2, RTT_PAYLOAD_LEN);
     uint8_t buf[64];
-    size_t n = client_frame(buf, 10, payload, RTT_PAYLOAD_LEN, RTT_PAYLOAD_LEN);
+    size_t n = unit_client_frame(buf, 1, 10, payload, RTT_PAYLOAD_LEN, RTT_PAYLOAD_LEN);
     session_feed(c, buf, n);
     ck_assert_uint_gt(c->rtt_ns, 0);
     ck_assert(!c->ping_outstanding);
@@ -288,7 +261,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("session");
-    TCase *tc = tcase_create("session");
+    TCase *tc = unit_tcase(s, "session");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_text_message_reaches_the_app_once);
     tcase_add_test(tc, a_quiet_session_gives_its_state_back_once_nothing_is_owed);
@@ -297,10 +270,5 @@ int main(void)
     tcase_add_test(tc, a_client_ping_is_answered_and_a_heartbeat_pong_gives_the_rtt);
     tcase_add_test(tc, the_sweep_keeps_the_sessions_deadlines);
     tcase_add_test(tc, an_expired_token_closes_1008);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

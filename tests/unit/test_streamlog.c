@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "streamlog.h"
+#include "unit.h"
 
 static const struct streamlog_policy keep_all = {.history_records = 1000000};
 
@@ -457,7 +458,7 @@ END_TEST
 static Suite *streamlog_suite(void)
 {
     Suite *s = suite_create("streamlog");
-    TCase *tc = tcase_create("streamlog");
+    TCase *tc = unit_tcase(s, "streamlog");
     tcase_add_test(tc, names_follow_the_protocol);
     tcase_add_test(tc, lookup_creates_up_to_max_streams);
     tcase_add_test(tc, seq_starts_at_one_and_reads_are_oldest_first);
@@ -471,15 +472,10 @@ static Suite *streamlog_suite(void)
     tcase_add_test(tc, reclaim_takes_idle_unfollowed_streams_and_their_chunks);
     tcase_add_test(tc, stream_lock_of_a_dead_owner_is_recovered);
     tcase_add_test(tc, pool_lock_of_a_dead_owner_is_repaired_without_a_leak);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(streamlog_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(streamlog_suite());
 }

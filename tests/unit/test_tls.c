@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "testcert.h"
 #include "tls.h"
+#include "unit.h"
 
 /* ---- temp folder, removed by the (parent-side) unchecked teardown ---- */
 
@@ -66,46 +68,7 @@ static void write_text(const char *path, const char *text)
     ck_assert_int_eq(fclose(f), 0);
 }
 
-/* ---- making keys and certificates ---- */
-
-static EVP_PKEY *make_key(void)
-{
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    ck_assert_ptr_nonnull(k);
-    return k;
-}
-
-/* A certificate for `cn` with `key`, signed by issuer/issuer_key (self-
- * signed when issuer is NULL); `ca` marks it as a CA. */
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, int ca)
-{
-    X509 *x = X509_new();
-    ck_assert_ptr_nonnull(x);
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)(rand() & 0x7fffffff) + 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
-    X509_set_pubkey(x, key);
-    X509V3_CTX v3;
-    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
-                                              ca ? "critical,CA:TRUE" : "CA:FALSE");
-    ck_assert_ptr_nonnull(ext);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    if (!ca) {
-        ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name,
-                                  "DNS:websocket.vitalstream.com,IP:127.0.0.1");
-        ck_assert_ptr_nonnull(ext);
-        X509_add_ext(x, ext, -1);
-        X509_EXTENSION_free(ext);
-    }
-    ck_assert_int_gt(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()), 0);
-    return x;
-}
+/* ---- writing keys and certificates (made by testcert.h) ---- */
 
 static void write_key(const char *path, EVP_PKEY *k, const char *passphrase)
 {
@@ -142,15 +105,15 @@ static struct fixture fx;
 
 static void make_fixture(void)
 {
-    fx.root_key = make_key();
-    fx.int_key = make_key();
-    fx.a_key = make_key();
-    fx.b_key = make_key();
-    fx.stray_key = make_key();
-    fx.root = make_cert("wsgate unit root", fx.root_key, NULL, NULL, 1);
-    fx.inter = make_cert("wsgate unit intermediate", fx.int_key, fx.root, fx.root_key, 1);
-    fx.a = make_cert("websocket.vitalstream.com", fx.a_key, fx.inter, fx.int_key, 0);
-    fx.b = make_cert("websocket.vitalstream.com", fx.b_key, NULL, NULL, 0);
+    fx.root_key = testcert_key();
+    fx.int_key = testcert_key();
+    fx.a_key = testcert_key();
+    fx.b_key = testcert_key();
+    fx.stray_key = testcert_key();
+    fx.root = testcert_cert("wsgate unit root", fx.root_key, NULL, NULL, 1);
+    fx.inter = testcert_cert("wsgate unit intermediate", fx.int_key, fx.root, fx.root_key, 1);
+    fx.a = testcert_cert("websocket.vitalstream.com", fx.a_key, fx.inter, fx.int_key, 0);
+    fx.b = testcert_cert("websocket.vitalstream.com", fx.b_key, NULL, NULL, 0);
     fx.root_pem = strdup(tmp_file("root.pem"));
     fx.a_chain = strdup(tmp_file("a-chain.pem"));
     fx.a_key_pem = strdup(tmp_file("a.key"));
@@ -576,7 +539,7 @@ END_TEST
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
-    TCase *tc = tcase_create("tls");
+    TCase *tc = unit_tcase(s, "tls");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_checked_fixture(tc, make_fixture, free_fixture);
     tcase_add_test(tc, good_pair_loads_with_fingerprint);
@@ -593,15 +556,10 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, alpn_selects_http11_only);
     tcase_add_test(tc, no_tickets_no_session_cache);
     tcase_add_test(tc, error_reason_reads_and_clears_the_queue);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(tls_suite());
 }

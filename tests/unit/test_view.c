@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "unit.h"
 #include "view.h"
 
 static struct http_request req; /* 8 KiB+: keep it off the stack */
@@ -169,7 +170,7 @@ END_TEST
 static Suite *view_suite(void)
 {
     Suite *s = suite_create("view");
-    TCase *tc = tcase_create("core");
+    TCase *tc = unit_tcase(s, "core");
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, table_holds_the_page_and_the_client);
     tcase_add_test(tc, page_served_with_headers);
@@ -178,15 +179,10 @@ static Suite *view_suite(void)
     tcase_add_test(tc, etag_list_parsing);
     tcase_add_test(tc, disabled_answers_nothing);
     tcase_add_test(tc, config_json_tells_auth_mode);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(view_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(view_suite());
 }

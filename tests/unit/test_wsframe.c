@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "unit.h"
 #include "wsframe.h"
 
 static void expect_header(uint64_t payload, const uint8_t *want, size_t want_len)
@@ -47,13 +48,8 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("wsframe");
-    TCase *tc = tcase_create("wsframe");
+    TCase *tc = unit_tcase(s, "wsframe");
     tcase_add_test(tc, lengths_at_every_edge);
     tcase_add_test(tc, first_byte_as_given);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }
