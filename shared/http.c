@@ -274,17 +274,34 @@ static int http_ws_key_valid(const char *key, size_t len)
     return EVP_DecodeBlock(raw, (const unsigned char *)key, 24) == 18;
 }
 
+/* SHA-1 fetched once: an implicit fetch per digest (EVP_sha1() in
+ * EVP_DigestInit_ex) walks OpenSSL 3's provider tables under a lock on
+ * every handshake. One context, reset per digest, serves the worker's one
+ * thread. */
+static EVP_MD *http_sha1;
+static EVP_MD_CTX *http_sha1_ctx;
+
+int http_ws_init(void)
+{
+    if (!http_sha1)
+        http_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    if (http_sha1 && !http_sha1_ctx)
+        http_sha1_ctx = EVP_MD_CTX_new();
+    if (!http_sha1 || !http_sha1_ctx)
+        return -1;
+    char accept[32];
+    return http_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
+}
+
 int http_ws_accept_key(const char *key, size_t key_len, char *out)
 {
     unsigned char digest[SHA_DIGEST_LENGTH];
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md)
+    if ((!http_sha1 || !http_sha1_ctx) && http_ws_init() < 0)
         return -1;
-    int ok = EVP_DigestInit_ex(md, EVP_sha1(), NULL) && EVP_DigestUpdate(md, key, key_len) &&
-             EVP_DigestUpdate(md, http_ws_guid, sizeof(http_ws_guid) - 1) &&
-             EVP_DigestFinal_ex(md, digest, NULL);
-    EVP_MD_CTX_free(md);
-    if (!ok)
+    EVP_MD_CTX *md = http_sha1_ctx;
+    if (!EVP_DigestInit_ex2(md, http_sha1, NULL) || !EVP_DigestUpdate(md, key, key_len) ||
+        !EVP_DigestUpdate(md, http_ws_guid, sizeof(http_ws_guid) - 1) ||
+        !EVP_DigestFinal_ex(md, digest, NULL))
         return -1;
     EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
     return 0;

@@ -47,6 +47,11 @@ int http_ws_validate(const struct http_request *req, struct http_ws_upgrade *up)
 /* Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)).
  * out must hold 29 bytes. Returns 0, or -1 on a crypto failure. */
 int http_ws_accept_key(const char *key, size_t key_len, char *out);
+/* Fetch SHA-1 and compute one key, so the first client's handshake does
+ * not pay OpenSSL's provider setup (and its pages are touched once, at
+ * start). Not thread-safe: one thread computes keys. Returns 0 or -1;
+ * http_ws_accept_key calls it when it was not called. */
+int http_ws_init(void);
 
 /* Format a response head with Content-Length (body_len) and
  * Connection: close; the caller sends the body after it (not for HEAD).

@@ -1,6 +1,8 @@
 #include "iptable.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,4 +184,17 @@ uint32_t iptable_used(struct iptable *t)
     uint32_t n = t->used;
     pthread_mutex_unlock(&t->lock);
     return n;
+}
+
+void iptable_format(const uint8_t ip[16], uint16_t port, char *out, size_t len)
+{
+    static const uint8_t v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (port) {
+        if (memcmp(ip, v4mapped, sizeof(v4mapped)) == 0)
+            inet_ntop(AF_INET, ip + 12, host, sizeof(host));
+        else
+            inet_ntop(AF_INET6, ip, host, sizeof(host));
+    }
+    snprintf(out, len, "%s:%u", host, (unsigned)port);
 }

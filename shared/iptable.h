@@ -39,4 +39,8 @@ uint32_t iptable_count(struct iptable *t, const uint8_t ip[16]);
 /* Addresses tracked. */
 uint32_t iptable_used(struct iptable *t);
 
+/* "address:port" of an address in the table's form (IPv4 as
+ * ::ffff:a.b.c.d, printed as a.b.c.d); "?:0" when port is 0 (unknown). */
+void iptable_format(const uint8_t ip[16], uint16_t port, char *out, size_t len);
+
 #endif

@@ -28,3 +28,15 @@ int ratelimit_refused(struct ratelimit *r, uint64_t now_ns)
     r->refusals++;
     return r->refusals > RATELIMIT_ABUSE_REFUSALS;
 }
+
+int ratelimit_at_rest(const struct ratelimit *r, uint64_t now_ns, double rate, double burst)
+{
+    if (r->refusals && now_ns - r->window_ns <= RATELIMIT_ABUSE_WINDOW_NS)
+        return 0;
+    if (r->last_ns == 0 || rate <= 0)
+        return 1;
+    double tokens = r->tokens;
+    if (now_ns > r->last_ns)
+        tokens += (double)(now_ns - r->last_ns) * rate / 1e9;
+    return tokens >= burst;
+}

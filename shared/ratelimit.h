@@ -31,4 +31,9 @@ int ratelimit_take(struct ratelimit *r, uint64_t now_ns, double rate, double bur
  * RATELIMIT_ABUSE_REFUSALS (time to close the connection). */
 int ratelimit_refused(struct ratelimit *r, uint64_t now_ns);
 
+/* 1 when a fresh (zeroed) bucket would behave exactly as this one from
+ * now_ns on: full again, and no refusal window still counting. Such a
+ * bucket may be dropped and recreated. */
+int ratelimit_at_rest(const struct ratelimit *r, uint64_t now_ns, double rate, double burst);
+
 #endif

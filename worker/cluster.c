@@ -144,7 +144,7 @@ static int cluster_sub_live(const struct hub_sub *s)
 /* Queue a frame to a live subscriber, or close it 1011 (hub_sub_lost). */
 static void cluster_push(struct hub_sub *s, struct sendq_frame *f, uint64_t origin_ns)
 {
-    if (sendq_push_frame(&s->conn->out, deflate_frame_for(s->conn, f), origin_ns) < 0)
+    if (conn_push_frame(s->conn, deflate_frame_for(s->conn, f), origin_ns) < 0)
         hub_sub_lost(s->conn, s->hs);
     conn_mark_dirty(s->conn);
 }
@@ -315,7 +315,7 @@ static void cluster_on_message(struct worker *w, const char *stream, size_t len,
             } else if (s->replaying) {
                 cluster_queue(s, reset, 0);
             } else if (cluster_sub_live(s)) {
-                if (sendq_push_frame(&s->conn->out, reset, 0) < 0)
+                if (conn_push_frame(s->conn, reset, 0) < 0)
                     hub_sub_lost(s->conn, hs);
                 conn_mark_dirty(s->conn);
             }

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,16 @@
 #define CONN_QUIET_NS (1ull * 1000000000ull)
 /* Unsent bytes beyond this many max_send_buffers close a connection at once. */
 #define CONN_SEND_CEILING 4u
+/* Unsent bytes the kernel may hold for a connection: max_send_buffer
+ * bounds what a slow subscriber may have waiting; without this the kernel
+ * would quietly hold megabytes more (its send buffer grows to tcp_wmem's
+ * maximum) before our own queue even starts. */
+#define CONN_NOTSENT_LOWAT (128 * 1024)
+
+void conn_remote_string(const struct conn *c, char *out, size_t len)
+{
+    iptable_format(c->ip, c->port, out, len);
+}
 
 void conn_id_string(const struct conn *c, char *out, size_t len)
 {
@@ -31,11 +43,14 @@ void conn_id_string(const struct conn *c, char *out, size_t len)
 void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level level,
                     const char *event)
 {
-    char id[32];
-    conn_id_string(c, id, sizeof(id));
     log_begin(l, level, event);
+    if (!l->enabled)
+        return; /* a line below log_level costs no formatting */
+    char id[32], remote[CONN_REMOTE_MAX];
+    conn_id_string(c, id, sizeof(id));
+    conn_remote_string(c, remote, sizeof(remote));
     log_str(l, "conn", id);
-    log_str(l, "remote", c->remote);
+    log_str(l, "remote", remote);
 }
 
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -78,7 +93,11 @@ static void conn_on_close(uv_handle_t *handle)
 {
     struct conn *c = handle->data;
     conn_unlink(c->w, c);
-    sendq_free(&c->out);
+    if (c->out) {
+        sendq_free(c->out);
+        free(c->out);
+        c->out = NULL;
+    }
     tlsconn_free(c);
     if (c->handlers->free)
         c->handlers->free(c);
@@ -102,11 +121,60 @@ void conn_mark_dirty(struct conn *c)
     c->w->dirty = c;
 }
 
+struct sendq *conn_queue(struct conn *c)
+{
+    if (!c->out) {
+        c->out = malloc(sizeof(*c->out));
+        if (!c->out)
+            return NULL;
+        sendq_init(c->out, conn_write_done);
+    }
+    return c->out;
+}
+
+int conn_push_frame(struct conn *c, struct sendq_frame *f, uint64_t origin_ns)
+{
+    struct sendq *q = conn_queue(c);
+    return q ? sendq_push_frame(q, f, origin_ns) : -ENOMEM;
+}
+
+int conn_send_now(struct conn *c, const void *data, size_t len)
+{
+    if (c->closed)
+        return -ENOTCONN;
+    if (!c->tls && (!c->out || sendq_empty(c->out))) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r > 0) {
+            data = (const char *)data + r;
+            len -= (size_t)r;
+        }
+        if (len == 0)
+            return 0;
+        /* The kernel took part or none (or failed: the flush will say). */
+    }
+    return conn_send(c, data, len, 0);
+}
+
+/* A queue with nothing in it and nothing in flight holds no state worth
+ * keeping; the next bytes queued make a new one. */
+static void conn_release_queue_if_idle(struct conn *c)
+{
+    struct sendq *q = c->out;
+    if (!q || !sendq_empty(q) || q->inflight || q->sealed)
+        return;
+    free(q);
+    c->out = NULL;
+}
+
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns)
 {
     if (c->closed)
         return -ENOTCONN;
-    int r = sendq_append(&c->out, data, len, origin_ns);
+    struct sendq *q = conn_queue(c);
+    if (!q)
+        return -ENOMEM;
+    int r = sendq_append(q, data, len, origin_ns);
     if (r < 0)
         return r;
     conn_mark_dirty(c);
@@ -169,17 +237,19 @@ static int conn_close_code(const struct conn *c)
 {
     if (c->close_code)
         return c->close_code;
-    if (!c->ws)
-        return c->state == CONN_HTTP ? 0 : 1006;
-    if (wslay_event_get_close_sent(c->ws))
-        return wslay_event_get_status_code_sent(c->ws);
+    if (c->state == CONN_HTTP)
+        return 0;
+    if (!c->live)
+        return 1006;
+    if (wslay_event_get_close_sent(c->live->ws))
+        return wslay_event_get_status_code_sent(c->live->ws);
     return 1006;
 }
 
 /* Bytes still to go: queued plaintext, or (TLS) ciphertext and goodbyes. */
 static int conn_output_left(const struct conn *c)
 {
-    return !sendq_empty(&c->out) || (c->tls && tlsconn_output_left(c));
+    return (c->out && !sendq_empty(c->out)) || (c->tls && tlsconn_output_left(c));
 }
 
 static void conn_after_write(struct conn *c)
@@ -269,27 +339,42 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         conn_deliver(c, buf->base, (size_t)nread);
 }
 
-static void conn_format_remote(struct conn *c)
+/* The peer's address, kept as 18 bytes: the text form is made only for
+ * the rare log line that shows it. */
+static void conn_read_peer(struct conn *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            uv_ip4_name(in, host, sizeof(host));
-            port = ntohs(in->sin_port);
-            c->ip[10] = c->ip[11] = 0xff;
-            memcpy(c->ip + 12, &in->sin_addr, 4);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(in6, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-            memcpy(c->ip, &in6->sin6_addr, 16);
-        }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        c->ip[10] = c->ip[11] = 0xff;
+        memcpy(c->ip + 12, &in->sin_addr, 4);
+        c->port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        memcpy(c->ip, &in6->sin6_addr, 16);
+        c->port = ntohs(in6->sin6_port);
     }
-    snprintf(c->remote, sizeof(c->remote), "%s:%d", host, port);
+}
+
+/* TCP_NODELAY, and TCP_NOTSENT_LOWAT to bound the kernel's share of a
+ * slow reader's backlog. 0 or a negative errno. */
+static int conn_set_socket_options(uv_os_fd_t fd)
+{
+    int one = 1, lowat = CONN_NOTSENT_LOWAT;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) < 0)
+        return -errno;
+    return 0;
+}
+
+void conn_listener_setup(struct worker *w)
+{
+    uv_os_fd_t fd;
+    w->sockopts_inherited = uv_fileno((uv_handle_t *)&w->listener, &fd) == 0 &&
+                            conn_set_socket_options(fd) == 0;
 }
 
 void conn_resume_reading(struct conn *c)
@@ -305,6 +390,7 @@ static const struct tlsconn_ops conn_tls_ops = {
     .close = conn_close_with,
     .mark_dirty = conn_mark_dirty,
     .log_begin = conn_log_begin,
+    .write_done = conn_write_done,
 };
 
 void conn_accept(struct worker *w, const struct conn_handlers *handlers)
@@ -327,15 +413,10 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
     c->id = ++w->next_conn_id;
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
-    sendq_init(&c->out, conn_write_done);
-    uv_tcp_nodelay(&c->tcp, 1);
-    conn_format_remote(c);
-    c->req = malloc(sizeof(*c->req));
-    if (!c->req) {
-        conn_close_with(c, DISCONNECT_ERROR, 0);
-        return;
-    }
-    http_request_init(c->req);
+    uv_os_fd_t fd;
+    if (!w->sockopts_inherited && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        conn_set_socket_options(fd);
+    conn_read_peer(c);
     if (w->tls_ctx && tlsconn_start(c, &conn_tls_ops) < 0) {
         log_msg(LOG_ERROR, "error", "out of memory starting TLS on a connection; closing it");
         conn_refuse(c, CONN_ERROR_TLS);
@@ -352,9 +433,11 @@ void conn_accept(struct worker *w, const struct conn_handlers *handlers)
  * for one client is a risk to every other. Returns 1 when closed. */
 static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
 {
-    struct sendq *q = &c->out;
-    if (c->state != CONN_WS || q->bytes == 0) {
-        c->send_over_ns = 0;
+    struct sendq *q = c->out;
+    if (c->state != CONN_WS || !q)
+        return 0;
+    if (q->bytes == 0) {
+        q->over_ns = 0;
         return 0;
     }
     uint64_t limit = (uint64_t)w->cfg.max_send_buffer;
@@ -365,12 +448,12 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
     if (q->bytes > limit * CONN_SEND_CEILING) {
         why = "unsent bytes above the ceiling (4 x max_send_buffer)";
     } else if (q->bytes > limit) {
-        if (!c->send_over_ns)
-            c->send_over_ns = now_ns;
-        else if (now_ns - c->send_over_ns > timeout)
+        if (!q->over_ns)
+            q->over_ns = now_ns;
+        else if (now_ns - q->over_ns > timeout)
             why = "unsent bytes above max_send_buffer for send_timeout";
     } else {
-        c->send_over_ns = 0;
+        q->over_ns = 0;
     }
     if (!why && now_ns > q->moved_ns && now_ns - q->moved_ns > timeout / 2 && q->inflight) {
         /* A pending uv_write reports only when all of it has gone: a client
@@ -380,8 +463,8 @@ static int conn_check_slow(struct worker *w, struct conn *c, uint64_t now_ns)
         uv_os_fd_t fd;
         uint64_t acked;
         if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && tcpinfo_bytes_acked(fd, &acked) == 0 &&
-            acked != c->bytes_acked) {
-            c->bytes_acked = acked;
+            acked != q->acked) {
+            q->acked = acked;
             q->moved_ns = now_ns;
         }
     }
@@ -446,12 +529,13 @@ void conn_sweep(struct worker *w, uint64_t now_ns)
             if (now_ns - c->last_rx_ns > CONN_QUIET_NS) {
                 if (c->handlers->quiet)
                     c->handlers->quiet(c);
+                conn_release_queue_if_idle(c);
                 if (c->tls)
                     tlsconn_release_if_idle(c);
             }
             break;
         case CONN_CLOSING:
-            if (now_ns - c->closing_since_ns > CONN_CLOSE_WAIT_NS)
+            if ((!c->live || now_ns - c->live->closing_since_ns > CONN_CLOSE_WAIT_NS))
                 conn_close_with(c, c->reason, conn_close_code(c));
             break;
         }

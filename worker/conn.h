@@ -16,6 +16,15 @@
 #include "log-t.h"
 #include "worker-t.h"
 
+/* "address:port" of the peer fits in this. */
+#define CONN_REMOTE_MAX 56
+
+/* Set on the worker's listening socket the options every connection gets
+ * (TCP_NODELAY, TCP_NOTSENT_LOWAT): Linux copies them to each accepted
+ * socket, which saves two system calls per connection. Where that fails,
+ * conn_accept sets them on each connection. */
+void conn_listener_setup(struct worker *w);
+
 /* Accept one pending connection from the worker's listener; `handlers`
  * serve it until the layer above installs others. */
 void conn_accept(struct worker *w, const struct conn_handlers *handlers);
@@ -25,10 +34,23 @@ void conn_deliver(struct conn *c, const char *data, size_t len);
 /* The client's side ended (UV_EOF) or failed (a libuv error). */
 void conn_read_failed(struct conn *c, int status);
 
+/* The connection's send queue, made on first use: NULL only when out of
+ * memory. An idle connection holds none (given back by the sweep). */
+struct sendq *conn_queue(struct conn *c);
+/* Queue a shared frame (a reference; see sendq_push_frame). The caller
+ * marks the connection dirty. Returns 0 or -ENOMEM. */
+int conn_push_frame(struct conn *c, struct sendq_frame *f, uint64_t origin_ns);
+
 /* Queue output and make sure it is flushed this loop iteration. Returns 0,
  * -ENOTCONN (closed) or -ENOMEM. */
 int conn_send(struct conn *c, const void *data, size_t len, uint64_t origin_ns);
 void conn_mark_dirty(struct conn *c);
+
+/* Write now, before anything else is queued, where nothing is queued ahead
+ * on a plain socket (the handshake's one response, which then needs no
+ * queue at all); what the kernel does not take is queued as by conn_send.
+ * Returns 0, -ENOTCONN or -ENOMEM. */
+int conn_send_now(struct conn *c, const void *data, size_t len);
 
 /* Close now: count `reason` (WebSocket) and log the disconnect with `code`
  * (0 when no close frame was exchanged). Pending output is dropped. */
@@ -55,6 +77,8 @@ void conn_flush_dirty(struct worker *w);
 /* Periodic checks: handshake and idle timeouts, heartbeats, close waits. */
 void conn_sweep(struct worker *w, uint64_t now_ns);
 
+/* "address:port" of the peer, "?:0" when unknown (out: CONN_REMOTE_MAX). */
+void conn_remote_string(const struct conn *c, char *out, size_t len);
 /* "<worker>-<n>", the id used in logs. */
 void conn_id_string(const struct conn *c, char *out, size_t len);
 /* Start a log line about this connection: its id and remote address. */

@@ -1,7 +1,5 @@
 #include "handshake.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +21,6 @@
 #include "view.h"
 
 #define HANDSHAKE_WS_VERSION_HEADER "Sec-WebSocket-Version: 13\r\n"
-/* Unsent bytes the kernel may hold for a WebSocket connection. */
-#define HANDSHAKE_NOTSENT_LOWAT (128 * 1024)
 
 static void handshake_respond(struct conn *c, int status, const char *content_type,
                               const char *extra, const char *body, size_t body_len, int head_only)
@@ -73,17 +69,6 @@ static void handshake_log_connect(struct conn *c)
     if (c->pmd_wbits)
         log_int(&l, "deflate_window_bits", c->pmd_wbits);
     log_end(&l);
-}
-
-/* max_send_buffer bounds what a slow subscriber may have waiting; without
- * this the kernel would quietly hold megabytes more (its send buffer
- * grows to tcp_wmem's maximum) before our own queue even starts. */
-static void handshake_bound_kernel_queue(struct conn *c)
-{
-    uv_os_fd_t fd;
-    int lowat = HANDSHAKE_NOTSENT_LOWAT;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
 /* allowed_origins: a browser (it sends Origin) from a page not listed must
@@ -229,6 +214,21 @@ static int handshake_extensions(struct conn *c, char *ext, size_t cap)
     return 0;
 }
 
+/* The request head is done with: a copy of its own is freed, the
+ * worker's scratch request just let go. */
+static void handshake_drop_request(struct conn *c)
+{
+    if (c->req != &c->w->http_scratch)
+        free(c->req);
+    c->req = NULL;
+}
+
+static size_t handshake_put(char *out, size_t at, const char *s, size_t len)
+{
+    memcpy(out + at, s, len);
+    return at + len;
+}
+
 static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
 {
     struct worker *w = c->w;
@@ -281,22 +281,27 @@ static void handshake_upgrade(struct conn *c, const char *rest, size_t rest_len)
     c->counted = 1;
     c->grant = grant;
     c->subprotocol = up.subprotocol ? 1 : 0;
-    handshake_bound_kernel_queue(c);
 
+    /* Pieces of known length, copied: no format string to interpret on
+     * every handshake. Fits: the fixed lines, a 28-character key and
+     * an extension line of at most PMDEFLATE_RESPONSE_MAX. */
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                               "Upgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: ";
+    static const char proto[] = "Sec-WebSocket-Protocol: vitalstream.v1\r\n";
     char resp[256 + PMDEFLATE_RESPONSE_MAX];
-    int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 101 Switching Protocols\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n"
-                     "%s%s"
-                     "\r\n",
-                     up.accept, c->subprotocol ? "Sec-WebSocket-Protocol: vitalstream.v1\r\n" : "",
-                     ext);
-    conn_send(c, resp, (size_t)n, 0);
+    size_t n = 0;
+    n = handshake_put(resp, n, head, sizeof(head) - 1);
+    n = handshake_put(resp, n, up.accept, strlen(up.accept));
+    n = handshake_put(resp, n, "\r\n", 2);
+    if (c->subprotocol)
+        n = handshake_put(resp, n, proto, sizeof(proto) - 1);
+    n = handshake_put(resp, n, ext, strlen(ext));
+    n = handshake_put(resp, n, "\r\n", 2);
+    conn_send_now(c, resp, n);
 
-    free(c->req);
-    c->req = NULL;
+    handshake_drop_request(c);
     c->state = CONN_WS;
     c->handlers = &handshake_ws_handlers;
     c->app = &router_app;
@@ -323,28 +328,30 @@ static void handshake_send_view(struct conn *c, const struct view_response *v, i
         conn_send(c, v->body, v->body_len, 0);
 }
 
-void handshake_feed(struct conn *c, const char *data, size_t len)
+/* Parse what arrived and answer once the head is complete; returns
+ * HTTP_FEED_MORE while it is not. */
+static enum http_feed_result handshake_read_head(struct conn *c, const char *data, size_t len)
 {
     size_t consumed = 0;
     enum http_feed_result r = http_request_feed(c->req, data, len, &consumed);
     if (r == HTTP_FEED_MORE)
-        return;
+        return r;
     if (r == HTTP_FEED_BAD) {
         handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, NULL,
                          c->req->no_version
                              ? "request line without HTTP version: send e.g. GET /health HTTP/1.1"
                              : "malformed HTTP request");
-        return;
+        return r;
     }
     if (r == HTTP_FEED_VERSION) {
         handshake_refuse(c, 505, CONN_ERROR_HANDSHAKE, NULL,
                          "HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)");
-        return;
+        return r;
     }
     if (r == HTTP_FEED_TOO_BIG) {
         handshake_refuse(c, 431, CONN_ERROR_HANDSHAKE, NULL,
                          "request head larger than 8 KiB or more than 64 headers");
-        return;
+        return r;
     }
 
     char path[256];
@@ -354,7 +361,7 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
 
     if (method != HTTP_METHOD_OTHER && strcmp(path, "/ws") == 0) {
         handshake_upgrade(c, data + consumed, len - consumed);
-        return;
+        return r;
     }
 
     struct view_response view;
@@ -362,7 +369,7 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
         handshake_send_view(c, &view, head_only);
         c->close_after_flush = 1;
         uv_read_stop((uv_stream_t *)&c->tcp);
-        return;
+        return r;
     }
 
     struct endpoint_response resp;
@@ -382,6 +389,37 @@ void handshake_feed(struct conn *c, const char *data, size_t len)
     }
     c->close_after_flush = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    return r;
+}
+
+/* Most request heads arrive in one read: they are parsed in the worker's
+ * one scratch request and never copied. Only a head split across reads
+ * gets a request of its own (8.8 KiB) until it is complete. */
+void handshake_feed(struct conn *c, const char *data, size_t len)
+{
+    if (c->close_after_flush)
+        return; /* answered: what follows the head is not read */
+    struct http_request *scratch = &c->w->http_scratch;
+    if (!c->req) {
+        http_request_init(scratch);
+        c->req = scratch;
+    }
+    enum http_feed_result r = handshake_read_head(c, data, len);
+    if (c->req != scratch)
+        return;
+    if (r != HTTP_FEED_MORE || c->closed) {
+        c->req = NULL;
+        return;
+    }
+    struct http_request *own = malloc(sizeof(*own));
+    if (!own) {
+        handshake_refuse(c, 503, CONN_ERROR_CAPACITY, "Retry-After: 1\r\n",
+                         "out of memory reading the request head; retry");
+        c->req = NULL;
+        return;
+    }
+    memcpy(own, scratch, sizeof(*own));
+    c->req = own;
 }
 
 static void handshake_ws_feed(struct conn *c, const char *data, size_t len)

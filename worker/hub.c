@@ -350,7 +350,7 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
             hub_send_gap(c, hs, from > s->from_seq + 1 ? from : s->from_seq + 1, gap_to);
         for (long i = 0; i < n; i++) {
             if (out[i].seq > s->from_seq &&
-                sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), out[i].origin_ns) < 0) {
+                conn_push_frame(c, deflate_frame_for(c, out[i].frame), out[i].origin_ns) < 0) {
                 hub_sub_lost(c, hs);
                 break;
             }
@@ -571,7 +571,7 @@ static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
         hub_send_gap(c, hs, after + 1, gap_to);
     int lost = 0;
     for (long i = 0; i < n; i++) {
-        if (!lost && sendq_push_frame(&c->out, deflate_frame_for(c, out[i].frame), 0) < 0)
+        if (!lost && conn_push_frame(c, deflate_frame_for(c, out[i].frame), 0) < 0)
             lost = 1;
         sendq_frame_unref(out[i].frame);
     }

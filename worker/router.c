@@ -314,7 +314,7 @@ static void router_auth(struct conn *c, const struct request *req, const char *i
 static int router_admit(struct conn *c, const char *id)
 {
     const struct config *cfg = &c->w->cfg;
-    if (ratelimit_take(&c->rate, c->msg_start_ns, (double)cfg->max_messages_per_second,
+    if (ratelimit_take(&c->live->rate, c->msg_start_ns, (double)cfg->max_messages_per_second,
                        (double)cfg->message_burst))
         return 1;
     char why[200];
@@ -323,11 +323,11 @@ static int router_admit(struct conn *c, const char *id)
              "not handled; slow down",
              (long long)cfg->max_messages_per_second, (long long)cfg->message_burst);
     router_reply_error(c, id, REFUSED_RATE_LIMITED, why);
-    if (ratelimit_refused(&c->rate, c->msg_start_ns)) {
+    if (ratelimit_refused(&c->live->rate, c->msg_start_ns)) {
         struct log_line l;
         conn_log_begin(&l, c, LOG_WARN, "error");
         log_str(&l, "code", "rate_limited");
-        log_int(&l, "refusals", c->rate.refusals);
+        log_int(&l, "refusals", c->live->rate.refusals);
         log_str(&l, "message", "client keeps exceeding max_messages_per_second after being told "
                                "rate_limited; closing it with 1008");
         log_end(&l);

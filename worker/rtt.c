@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "iptable.h"
 #include "segment.h"
 
 #define RTT_SWEEP_EVERY_NS 1000000000ull
@@ -11,7 +12,7 @@ void rtt_ping_payload(struct conn *c, uint64_t now_ns, uint8_t out[RTT_PAYLOAD_L
 {
     for (int i = 0; i < RTT_PAYLOAD_LEN; i++)
         out[i] = (uint8_t)(now_ns >> (56 - 8 * i));
-    c->ping_sent_ns = now_ns;
+    c->last_ping_ns = now_ns;
     c->ping_outstanding = 1;
 }
 
@@ -22,7 +23,7 @@ void rtt_pong(struct conn *c, const uint8_t *payload, size_t len, uint64_t now_n
     uint64_t sent = 0;
     for (int i = 0; i < RTT_PAYLOAD_LEN; i++)
         sent = sent << 8 | payload[i];
-    if (sent != c->ping_sent_ns || now_ns < sent)
+    if (sent != c->last_ping_ns || now_ns < sent)
         return;
     c->ping_outstanding = 0;
     c->rtt_ns = now_ns - sent;
@@ -54,9 +55,9 @@ void rtt_sweep(struct worker *w, uint64_t now_ns)
     for (uint32_t i = 0; i < n; i++) {
         e[i].conn_id = top[i]->id;
         e[i].rtt_ns = top[i]->rtt_ns;
-        e[i].unsent_bytes = top[i]->out.bytes;
+        e[i].unsent_bytes = top[i]->out ? top[i]->out->bytes : 0;
         e[i].subscriptions = top[i]->nsubs;
-        snprintf(e[i].remote, sizeof(e[i].remote), "%s", top[i]->remote);
+        iptable_format(top[i]->ip, top[i]->port, e[i].remote, sizeof(e[i].remote));
     }
     segment_publish_rtt_top(w->slot, e, n);
 }

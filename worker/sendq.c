@@ -21,6 +21,8 @@ void sendq_init(struct sendq *q, sendq_write_cb write_cb)
 {
     sendq_reset(q);
     q->write_cb = write_cb;
+    q->over_ns = 0;
+    q->acked = 0;
 }
 
 static void sendq_chunk_free(struct sendq_chunk *c)
@@ -156,7 +158,7 @@ int sendq_append(struct sendq *q, const void *data, size_t len, uint64_t origin_
 
 void sendq_consume(struct conn *conn, size_t n)
 {
-    struct sendq *q = &conn->out;
+    struct sendq *q = conn->out;
     struct segment_counters *ctr = &conn->w->slot->counters;
     uint64_t now = 0;
     q->bytes -= n;
@@ -192,7 +194,8 @@ void sendq_consume(struct conn *conn, size_t n)
 static void sendq_write_done(uv_write_t *req, int status)
 {
     struct conn *conn = req->data;
-    struct sendq *q = &conn->out;
+    free(req);
+    struct sendq *q = conn->out;
     size_t n = 0;
     struct sendq_chunk *c = q->head;
     for (unsigned i = 0; i < q->inflight && c; i++, c = c->next)
@@ -237,9 +240,9 @@ static ssize_t sendq_try_send(struct conn *conn, uv_buf_t *bufs, unsigned n)
 
 int sendq_flush(struct conn *conn)
 {
-    struct sendq *q = &conn->out;
-    if (q->inflight)
-        return 0; /* the pending uv_write's callback continues */
+    struct sendq *q = conn->out;
+    if (!q || q->inflight)
+        return 0; /* nothing queued, or the pending uv_write's callback continues */
     while (q->head) {
         uv_buf_t bufs[SENDQ_IOV_MAX];
         unsigned n = 0;
@@ -259,10 +262,17 @@ int sendq_flush(struct conn *conn)
         n = 0;
         for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
             bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
-        q->req.data = conn;
-        int wr = uv_write(&q->req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
-        if (wr < 0)
+        /* The request lives only while the kernel is full: an idle
+         * connection carries none. */
+        uv_write_t *req = malloc(sizeof(*req));
+        if (!req)
+            return UV_ENOMEM;
+        req->data = conn;
+        int wr = uv_write(req, (uv_stream_t *)&conn->tcp, bufs, n, sendq_write_done);
+        if (wr < 0) {
+            free(req);
             return wr;
+        }
         q->inflight = n;
         return 0;
     }

@@ -5,7 +5,8 @@
  * time. The worker flushes every dirty connection once per loop iteration
  * (uv_check), handing up to SENDQ_IOV_MAX chunks to one writev via
  * uv_try_write, and falls back to uv_write only for what the kernel would
- * not take. A connection with nothing queued holds no buffer at all.
+ * not take. A connection holds its queue only while it has something to
+ * send (conn_queue makes it, the sweep gives an empty one back).
  */
 #ifndef WSGATE_SENDQ_H
 #define WSGATE_SENDQ_H

@@ -22,15 +22,15 @@
 static ssize_t session_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                                void *user)
 {
-    struct conn *c = user;
-    if (c->rx_len == 0) {
+    struct worker *w = ((struct conn *)user)->w;
+    if (w->rx_len == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    size_t n = c->rx_len < len ? c->rx_len : len;
-    memcpy(buf, c->rx, n);
-    c->rx += n;
-    c->rx_len -= n;
+    size_t n = w->rx_len < len ? w->rx_len : len;
+    memcpy(buf, w->rx, n);
+    w->rx += n;
+    w->rx_len -= n;
     return (ssize_t)n;
 }
 
@@ -41,7 +41,8 @@ static ssize_t session_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
                                int flags, void *user)
 {
     struct conn *c = user;
-    if (sendq_append(&c->out, data, len, 0) < 0) {
+    struct sendq *q = conn_queue(c);
+    if (!q || sendq_append(q, data, len, 0) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
@@ -125,10 +126,10 @@ static void session_close_inflate(struct conn *c, int err)
         session_close(c, code, why, session_inflate_reason(err));
         return;
     }
-    if (!c->ws || wslay_event_get_close_sent(c->ws))
+    if (!c->live || wslay_event_get_close_sent(c->live->ws))
         return;
-    wslay_event_queue_close(c->ws, code, (const uint8_t *)why, strlen(why));
-    wslay_event_shutdown_read(c->ws);
+    wslay_event_queue_close(c->live->ws, code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->live->ws);
 }
 
 /* ---- large messages: parsed off the loop ---- */
@@ -197,13 +198,15 @@ static void session_free_pending(struct pending_msg *m)
 
 void session_drop_pending(struct conn *c)
 {
-    struct pending_msg *m = c->pending_head;
+    if (!c->live)
+        return;
+    struct pending_msg *m = c->live->pending_head;
     while (m) {
         struct pending_msg *next = m->next;
         session_free_pending(m);
         m = next;
     }
-    c->pending_head = c->pending_tail = NULL;
+    c->live->pending_head = c->live->pending_tail = NULL;
 }
 
 /* A message small enough to parse on the loop, now. */
@@ -219,7 +222,7 @@ static void session_deliver(struct conn *c, const char *msg, size_t len)
  * connection is read again. */
 static void session_pump(struct conn *c)
 {
-    for (struct pending_msg *m; (m = c->pending_head) != NULL;) {
+    for (struct pending_msg *m; c->live && (m = c->live->pending_head) != NULL;) {
         if (c->closed || c->state != CONN_WS) {
             session_drop_pending(c);
             return;
@@ -237,9 +240,9 @@ static void session_pump(struct conn *c)
             session_inflate_and_parse(m);
             m->parsed = 1;
         }
-        c->pending_head = m->next;
-        if (!c->pending_head)
-            c->pending_tail = NULL;
+        c->live->pending_head = m->next;
+        if (!c->live->pending_head)
+            c->live->pending_tail = NULL;
         c->msg_start_ns = m->received_ns;
         if (m->compressed && session_inflated(c, m->inflate_err, m->len, m->plain_len) < 0) {
             session_close_inflate(c, m->inflate_err);
@@ -276,13 +279,13 @@ static int session_enqueue(struct conn *c, const uint8_t *msg, size_t len, uint6
     m->received_ns = now;
     m->len = len;
     memcpy(m->data, msg, len);
-    if (!c->pending_head)
+    if (!c->live->pending_head)
         uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->pending_tail)
-        c->pending_tail->next = m;
+    if (c->live->pending_tail)
+        c->live->pending_tail->next = m;
     else
-        c->pending_head = m;
-    c->pending_tail = m;
+        c->live->pending_head = m;
+    c->live->pending_tail = m;
     return 0;
 }
 
@@ -338,7 +341,7 @@ static void session_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event
                 session_inflated(c, -ENOMEM, len, 0);
                 session_close_inflate(c, -ENOMEM);
             }
-        } else if ((c->pending_head || len >= SESSION_BIG_MESSAGE) &&
+        } else if ((c->live->pending_head || len >= SESSION_BIG_MESSAGE) &&
                    session_enqueue(c, msg, len, now, 0) == 0) {
             session_pump(c);
         } else {
@@ -366,44 +369,55 @@ static const struct wslay_event_callbacks session_callbacks = {
 
 int session_start(struct conn *c)
 {
-    if (wslay_event_context_server_init(&c->ws, &session_callbacks, c) != 0) {
-        c->ws = NULL;
+    struct session_live *live = calloc(1, sizeof(*live));
+    if (!live || wslay_event_context_server_init(&live->ws, &session_callbacks, c) != 0) {
+        free(live);
         log_msg(LOG_ERROR, "error", "out of memory creating a WebSocket session");
         return -ENOMEM;
     }
+    c->live = live;
     if (c->pmd_wbits)
-        wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
+        wslay_event_config_set_allowed_rsv_bits(live->ws, WSLAY_RSV1_BIT);
     session_apply_limits(c);
     return 0;
 }
 
 void session_apply_limits(struct conn *c)
 {
-    if (c->ws)
-        wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->w->cfg.max_message_size);
+    if (c->live)
+        wslay_event_config_set_max_recv_msg_length(c->live->ws,
+                                                   (uint64_t)c->w->cfg.max_message_size);
 }
 
-/* An idle connection keeps no wslay context (about 8.6 KiB each): once
- * every byte fed to wslay belongs to a finished frame, no message is half
- * assembled and nothing is queued, the context holds no state worth
- * keeping, and the next bytes get a fresh one. */
+/* An idle connection keeps no wslay context (about 9.2 KiB of heap) and
+ * no struct session_live: once every byte fed to wslay belongs to a
+ * finished frame, no message is half assembled or waiting, nothing is
+ * queued by wslay and the rate bucket has refilled, none of it holds
+ * state worth keeping, and the next bytes get fresh ones. */
 void session_release_if_idle(struct conn *c)
 {
-    wslay_event_context_ptr ws = c->ws;
-    if (!ws || c->closed || c->state != CONN_WS || c->close_after_flush || c->pending_head ||
-        !framescan_idle(&c->scan) || wslay_event_want_write(ws) ||
+    struct session_live *live = c->live;
+    if (!live || c->closed || c->state != CONN_WS || c->close_after_flush)
+        return;
+    wslay_event_context_ptr ws = live->ws;
+    const struct config *cfg = &c->w->cfg;
+    if (live->pending_head || !framescan_idle(&live->scan) || wslay_event_want_write(ws) ||
         wslay_event_get_close_sent(ws) || wslay_event_get_close_received(ws) ||
-        !wslay_event_get_read_enabled(ws))
+        !wslay_event_get_read_enabled(ws) ||
+        !ratelimit_at_rest(&live->rate, clock_now_ns(), (double)cfg->max_messages_per_second,
+                           (double)cfg->message_burst))
         return;
     wslay_event_context_free(ws);
-    c->ws = NULL;
+    free(live);
+    c->live = NULL;
 }
 
 void session_free(struct conn *c)
 {
-    if (c->ws) {
-        wslay_event_context_free(c->ws);
-        c->ws = NULL;
+    if (c->live) {
+        wslay_event_context_free(c->live->ws);
+        free(c->live);
+        c->live = NULL;
     }
 }
 
@@ -429,23 +443,25 @@ static enum segment_disconnect_reason session_reason_for_code(uint16_t code)
 static void session_protocol_error(struct conn *c)
 {
     static const uint8_t frame[] = {0x88, 0x02, 0x03, 0xea};
-    if (wslay_event_get_close_sent(c->ws)) {
+    if (wslay_event_get_close_sent(c->live->ws)) {
         /* Our close frame is already out (e.g. a timeout close waiting for
          * the reply): a second close frame would break RFC 6455. Hang up. */
         conn_close_after_flush(c, c->close_wait ? c->reason : DISCONNECT_PROTOCOL_ERROR);
         return;
     }
-    sendq_append(&c->out, frame, sizeof(frame), 0);
+    struct sendq *q = conn_queue(c);
+    if (q)
+        sendq_append(q, frame, sizeof(frame), 0);
     c->close_code = 1002;
     c->state = CONN_CLOSING;
-    c->closing_since_ns = clock_now_ns();
+    c->live->closing_since_ns = clock_now_ns();
     conn_close_after_flush(c, DISCONNECT_PROTOCOL_ERROR);
 }
 
 /* After wslay has read and written: decide whether the session is over. */
 static void session_after_io(struct conn *c)
 {
-    wslay_event_context_ptr ws = c->ws;
+    wslay_event_context_ptr ws = c->live->ws;
     if (!wslay_event_get_close_sent(ws))
         return;
     if (wslay_event_get_close_received(ws)) {
@@ -454,7 +470,7 @@ static void session_after_io(struct conn *c)
          * replies and stream fan-out to this connection. */
         if (c->state == CONN_WS) {
             c->state = CONN_CLOSING;
-            c->closing_since_ns = clock_now_ns();
+            c->live->closing_since_ns = clock_now_ns();
         }
         conn_close_after_flush(c, c->close_wait || c->reason == DISCONNECT_PROTOCOL_ERROR
                                       ? c->reason
@@ -466,7 +482,7 @@ static void session_after_io(struct conn *c)
     /* wslay closed on a protocol violation: do not wait for a reply. */
     if (c->state == CONN_WS) {
         c->state = CONN_CLOSING;
-        c->closing_since_ns = clock_now_ns();
+        c->live->closing_since_ns = clock_now_ns();
     }
     conn_close_after_flush(c, session_reason_for_code(wslay_event_get_status_code_sent(ws)));
 }
@@ -474,11 +490,11 @@ static void session_after_io(struct conn *c)
 void session_feed(struct conn *c, const uint8_t *data, size_t len)
 {
     struct segment_counters *ctr = &c->w->slot->counters;
-    c->rx = data;
-    c->rx_len = len;
+    c->w->rx = data;
+    c->w->rx_len = len;
     c->last_rx_ns = clock_now_ns();
     segment_counter_add(&ctr->bytes_received, len);
-    if (!c->ws && session_start(c) < 0) {
+    if (!c->live && session_start(c) < 0) {
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
@@ -486,19 +502,19 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         /* After our close frame only the client's close matters; wslay
          * refuses codes it does not know (1012-1014), which would leave
          * us waiting, so its header is enough to finish. */
-        framescan_feed(&c->scan, data, len, UINT64_MAX);
-        if (c->scan.saw_close) {
+        framescan_feed(&c->live->scan, data, len, UINT64_MAX);
+        if (c->live->scan.saw_close) {
             conn_close_after_flush(c, c->reason);
             return;
         }
-    } else if (framescan_feed(&c->scan, data, len, (uint64_t)c->w->cfg.max_message_size) ==
+    } else if (framescan_feed(&c->live->scan, data, len, (uint64_t)c->w->cfg.max_message_size) ==
                FRAMESCAN_TOO_BIG) {
         /* Refuse as soon as the length is known, not when wslay sees the
          * first payload byte (a client may never send one). */
         static const char why[] = "message larger than max_message_size";
-        wslay_event_queue_close(c->ws, 1009, (const uint8_t *)why, sizeof(why) - 1);
-        wslay_event_shutdown_read(c->ws);
-        if (wslay_event_send(c->ws) != 0) {
+        wslay_event_queue_close(c->live->ws, 1009, (const uint8_t *)why, sizeof(why) - 1);
+        wslay_event_shutdown_read(c->live->ws);
+        if (wslay_event_send(c->live->ws) != 0) {
             conn_close_with(c, DISCONNECT_TOO_LARGE, 1009);
             return;
         }
@@ -506,7 +522,7 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         return;
     }
 
-    int r = wslay_event_recv(c->ws);
+    int r = wslay_event_recv(c->live->ws);
     if (c->closed)
         return;
     if (r == WSLAY_ERR_CALLBACK_FAILURE) {
@@ -519,7 +535,7 @@ void session_feed(struct conn *c, const uint8_t *data, size_t len)
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
-    if (wslay_event_send(c->ws) != 0) {
+    if (wslay_event_send(c->live->ws) != 0) {
         conn_close_with(c, DISCONNECT_ERROR, 1011);
         return;
     }
@@ -540,7 +556,12 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
     /* Text built here answers a request (stream messages are shared frames,
      * sendq_push_frame): its time counts as request duration, not latency. */
     chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
-    sendq_push(&c->out, chunk);
+    struct sendq *q = conn_queue(c);
+    if (!q) {
+        free(chunk);
+        return -ENOMEM;
+    }
+    sendq_push(q, chunk);
     conn_mark_dirty(c);
     return 0;
 }
@@ -550,16 +571,16 @@ void session_close(struct conn *c, uint16_t code, const char *text,
 {
     if (c->state != CONN_WS || c->closed)
         return;
-    if (!c->ws && session_start(c) < 0) {
+    if (!c->live && session_start(c) < 0) {
         conn_close_with(c, reason, 1006);
         return;
     }
-    wslay_event_queue_close(c->ws, code, (const uint8_t *)text, strlen(text));
+    wslay_event_queue_close(c->live->ws, code, (const uint8_t *)text, strlen(text));
     c->reason = reason;
     c->close_wait = 1;
     c->state = CONN_CLOSING;
-    c->closing_since_ns = clock_now_ns();
-    if (wslay_event_send(c->ws) != 0)
+    c->live->closing_since_ns = clock_now_ns();
+    if (wslay_event_send(c->live->ws) != 0)
         conn_close_with(c, reason, code);
 }
 
@@ -578,12 +599,13 @@ void session_close_slow_consumer(struct conn *c, const char *why)
 {
     struct log_line l;
     conn_log_begin(&l, c, LOG_WARN, "error");
-    log_int(&l, "unsent_bytes", (int64_t)c->out.bytes);
+    log_int(&l, "unsent_bytes", c->out ? (int64_t)c->out->bytes : 0);
     log_str(&l, "slow_consumer", why);
     log_str(&l, "message", "client is not reading fast enough (max_send_buffer, send_timeout); "
                            "closing 1013, it should reconnect and resume with since");
     log_end(&l);
-    sendq_drop_unsent(&c->out);
+    if (c->out)
+        sendq_drop_unsent(c->out);
     session_close(c, 1013, "slow_consumer", DISCONNECT_SLOW_CONSUMER);
 }
 
@@ -596,12 +618,12 @@ void session_close_policy(struct conn *c, const char *why)
         session_close(c, 1008, why, DISCONNECT_PROTOCOL_ERROR);
         return;
     }
-    if (!c->ws || wslay_event_get_close_sent(c->ws))
+    if (!c->live || wslay_event_get_close_sent(c->live->ws))
         return;
     /* Like a protocol violation: wslay sends the close after this
      * callback, and session_after_io() closes without waiting. */
-    wslay_event_queue_close(c->ws, 1008, (const uint8_t *)why, strlen(why));
-    wslay_event_shutdown_read(c->ws);
+    wslay_event_queue_close(c->live->ws, 1008, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(c->live->ws);
 }
 
 void session_sweep(struct conn *c, uint64_t now_ns, int64_t now_ms)
@@ -628,6 +650,8 @@ void session_ping(struct conn *c, uint64_t now_ns)
     c->last_ping_ns = now_ns;
     /* Written directly: a heartbeat must not bring back the wslay context
      * of an idle connection, and wslay never stops mid-frame. */
-    sendq_append(&c->out, ping, sizeof(ping), 0);
+    struct sendq *q = conn_queue(c);
+    if (q)
+        sendq_append(q, ping, sizeof(ping), 0);
     conn_mark_dirty(c);
 }

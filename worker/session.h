@@ -33,7 +33,8 @@
  * replies) happens on the loop, in order. */
 #define SESSION_BIG_MESSAGE 65536
 
-/* Create the wslay context (the first bytes that need one): 0 or -ENOMEM. */
+/* Create the session state and its wslay context (the first bytes that
+ * need one): 0 or -ENOMEM. */
 int session_start(struct conn *c);
 void session_feed(struct conn *c, const uint8_t *data, size_t len);
 void session_free(struct conn *c);
@@ -64,9 +65,10 @@ void session_ping(struct conn *c, uint64_t now_ns);
  * heartbeat_interval. */
 void session_sweep(struct conn *c, uint64_t now_ns, int64_t now_ms);
 
-/* Free the wslay context of a connection that sits between frames with
- * nothing queued (about 8.6 KiB each); the next bytes bring a new one.
- * Called for connections quiet for a while, so busy ones keep theirs. */
+/* Free the session state (struct session_live and its wslay context, about
+ * 9.3 KiB of heap) of a connection that sits between frames with nothing
+ * waiting and a full rate bucket; the next bytes bring new ones. Called for
+ * connections quiet for a while, so busy ones keep theirs. */
 void session_release_if_idle(struct conn *c);
 
 /* The connection is going: drop its waiting messages (one still on the

@@ -252,12 +252,12 @@ static void tlsconn_write_done(uv_write_t *req, int status)
     if (status < 0) {
         /* UV_ECANCELED: the handle is closing. */
         if (status != UV_ECANCELED)
-            c->out.write_cb(c, status);
+            t->ops->write_done(c, status);
         return;
     }
     t->cipher_sent += t->pending_len;
     t->pending_len = 0;
-    c->out.write_cb(c, 0);
+    t->ops->write_done(c, 0);
 }
 
 /* Move the write BIO's ciphertext to the kernel, a buffer at a time.
@@ -290,8 +290,8 @@ static int tlsconn_write_cipher(struct conn *c)
             return UV_ENOMEM;
         memcpy(t->pending, buf + r, t->pending_len);
         b = uv_buf_init(t->pending, (unsigned)t->pending_len);
-        c->out.req.data = c;
-        r = uv_write(&c->out.req, stream, &b, 1, tlsconn_write_done);
+        t->req.data = c;
+        r = uv_write(&t->req, stream, &b, 1, tlsconn_write_done);
         if (r < 0) {
             free(t->pending);
             t->pending = NULL;
@@ -309,7 +309,7 @@ static int tlsconn_write_cipher(struct conn *c)
 static int tlsconn_seal(struct conn *c)
 {
     struct tlsconn *t = c->tls;
-    struct sendq *q = &c->out;
+    struct sendq *q = c->out; /* tlsconn_flush seals only a queue with chunks */
     size_t bytes = 0;
     unsigned n = 0;
     for (struct sendq_chunk *ch = q->head;
@@ -332,7 +332,7 @@ static int tlsconn_seal(struct conn *c)
 int tlsconn_flush(struct conn *c)
 {
     struct tlsconn *t = c->tls;
-    struct sendq *q = &c->out;
+    struct sendq *q = c->out; /* NULL: nothing queued (TLS may still have bytes of its own) */
     if (t->writing)
         return 0; /* the pending uv_write's callback continues */
     ERR_clear_error();
@@ -340,7 +340,7 @@ int tlsconn_flush(struct conn *c)
      * queues close_notify (once); it ends when the kernel is full or
      * nothing is left. */
     for (;;) {
-        if (q->sealed && t->cipher_sent >= t->sealed_end) {
+        if (q && q->sealed && t->cipher_sent >= t->sealed_end) {
             q->sealed = 0;
             sendq_consume(c, t->sealed_bytes);
             t->sealed_bytes = 0;
@@ -351,7 +351,7 @@ int tlsconn_flush(struct conn *c)
                 return r < 0 ? r : 0;
             continue;
         }
-        if (q->head && !q->sealed) {
+        if (q && q->head && !q->sealed) {
             if (!t->established || t->failed) {
                 /* Nothing readable can be sent on this connection. */
                 sendq_drop_unsent(q);
@@ -366,7 +366,7 @@ int tlsconn_flush(struct conn *c)
             }
             continue;
         }
-        if (!q->head && c->close_after_flush && t->established && !t->failed && !t->shut) {
+        if ((!q || !q->head) && c->close_after_flush && t->established && !t->failed && !t->shut) {
             /* Say goodbye in TLS too, so clients see a clean end, not a
              * truncation. We do not wait for the client's own. */
             t->shut = 1;
@@ -409,7 +409,7 @@ static void tlsconn_shrink_bio(struct tlsconn *t, int read_side)
 void tlsconn_release_if_idle(struct conn *c)
 {
     struct tlsconn *t = c->tls;
-    if (!t->established || t->failed || t->writing || c->out.sealed ||
+    if (!t->established || t->failed || t->writing || (c->out && c->out->sealed) ||
         BIO_ctrl_pending(t->rbio) > 0 || BIO_ctrl_pending(t->wbio) > 0)
         return;
     tlsconn_shrink_bio(t, 1);

@@ -50,6 +50,9 @@ struct tlsconn_ops {
     void (*mark_dirty)(struct conn *c);
     void (*log_begin)(struct log_line *l, const struct conn *c, enum log_level level,
                       const char *event);
+    /* A ciphertext write that had to wait finished (status as
+     * sendq_write_cb's). */
+    void (*write_done)(struct conn *c, int status);
 };
 
 /* Attach TLS to an accepted connection (w->tls_ctx is set), serving it

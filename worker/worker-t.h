@@ -63,8 +63,10 @@ struct sendq {
     unsigned inflight;   /* chunks at the head owned by a pending uv_write */
     unsigned sealed;     /* TLS: chunks at the head already encrypted, kept until
                             their ciphertext has reached the kernel */
-    uv_write_t req;      /* the connection's one write request (tlsconn's with TLS) */
     sendq_write_cb write_cb; /* the owner's; kept by sendq_free */
+    /* The owner's slow-consumer marks (conn.c), meaningful while bytes wait. */
+    uint64_t over_ns;    /* since when unsent bytes exceed max_send_buffer; 0: not */
+    uint64_t acked;      /* TCP bytes the client acknowledged, at the last check */
 };
 
 /* TLS state of one connection (see tlsconn.h); NULL on a plain port. */
@@ -85,6 +87,7 @@ struct tlsconn {
     unsigned shut : 1;        /* close_notify queued */
     unsigned writing : 1;     /* `pending` is in a uv_write */
     unsigned got_bytes : 1;   /* the client sent something */
+    uv_write_t req;           /* carries `pending` while `writing` */
 };
 
 enum conn_state {
@@ -129,6 +132,19 @@ struct framescan {
     uint8_t saw_close;    /* a close frame's header went by */
     uint64_t payload_left;
     uint64_t msg_len;     /* bytes announced for the current data message */
+};
+
+/* What a WebSocket connection holds only while its client talks: made
+ * with the wslay context by the first bytes that need one, given back
+ * (session_release_if_idle) once the connection has been quiet with
+ * nothing half-read, waiting or owed to the rate limit, so an idle
+ * connection is its struct conn alone. */
+struct session_live {
+    wslay_event_context_ptr ws;
+    struct framescan scan;          /* frame boundaries of the client's stream */
+    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
+    struct ratelimit rate;          /* max_messages_per_second bucket */
+    uint64_t closing_since_ns;      /* CONN_CLOSING (which keeps its session state): since when */
 };
 
 /* What the layer above the transport does with a connection in its
@@ -178,13 +194,16 @@ struct app_ops {
 
 struct conn {
     uv_tcp_t tcp;
+    /* 10,000 idle connections are 10,000 of these (see ARCHITECTURE.md,
+     * "Memory per connection"): small fields share words, and what the
+     * sweep reads of every connection every tick sits together, right
+     * after the handle, in as few cache lines as it takes. */
     const struct conn_handlers *handlers;
-    const struct app_ops *app;      /* CONN_WS on: set before the first message */
     struct worker *w;
-    struct conn *prev, *next;       /* worker's list of all connections */
-    struct conn *dirty_next;        /* worker's list of connections to flush */
-    uint64_t id;
-    enum conn_state state;
+    struct conn *next;              /* worker's list of all connections */
+    uint8_t state;                  /* enum conn_state */
+    uint8_t pmd_wbits;              /* permessage-deflate: our window, 8..15; 0: not negotiated */
+    uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
     unsigned dirty : 1;
     unsigned close_after_flush : 1; /* plain HTTP response or a final close frame */
     unsigned counted : 1;           /* holds a reserved replica-wide connection */
@@ -192,44 +211,42 @@ struct conn {
     unsigned subprotocol : 1;
     unsigned close_wait : 1;        /* we sent a close frame and wait for the reply */
     unsigned refused : 1;           /* a connection error is counted: count no other */
-    struct http_request *req;       /* CONN_HTTP only */
-    wslay_event_context_ptr ws;     /* CONN_WS, and only while a frame is in flight */
-    struct framescan scan;          /* frame boundaries of the client's stream */
-    const uint8_t *rx;              /* bytes being fed to wslay */
-    size_t rx_len;
-    uint64_t accepted_ns;
-    uint64_t upgraded_ns;
-    uint64_t last_rx_ns;
-    uint64_t last_ping_ns;
-    uint64_t closing_since_ns;
-    uint64_t send_over_ns;          /* since when unsent bytes exceed max_send_buffer; 0: not */
-    uint64_t bytes_acked;           /* TCP bytes the client acknowledged, at the last check */
-    uint64_t msg_start_ns;          /* receive time of the message being delivered */
-    enum segment_request_type msg_type; /* what that message asked for */
-    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
-    uint64_t ping_sent_ns;          /* the latest heartbeat ping's payload (rtt.h) */
     unsigned ping_outstanding : 1;  /* the last heartbeat ping awaits its pong */
-    enum segment_disconnect_reason reason; /* set by whoever decides to close */
-    uint16_t close_code;            /* close code we sent outside wslay, 0 = none */
-    int text_message;               /* current incoming message is text */
-    struct sendq out;
-    struct tlsconn *tls;            /* NULL: plain TCP */
-    struct hub_sub *subs;           /* this connection's subscriptions */
-    uint32_t nsubs;
-    struct hub_pub *pubs;           /* publishes waiting for the broker */
-    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
-    struct ratelimit rate;          /* max_messages_per_second bucket */
-    uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
-    uint32_t refusals_unlogged;     /* refusals since that line */
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
     unsigned in_message : 1;        /* inside wslay's message callback */
     unsigned zombie : 1;            /* closed, freed when its last parse completes */
-    uint8_t pmd_wbits;              /* permessage-deflate: our window, 8..15; 0: not negotiated */
+    uint64_t last_rx_ns;
+    uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
+    struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
+    struct sendq *out;              /* made by the first bytes queued (conn_queue), given
+                                       back once empty and quiet: an idle connection has none */
+    struct session_live *live;      /* from the upgrade on, while the client talks */
+    struct tlsconn *tls;            /* NULL: plain TCP */
+    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
+    /* The rest is read when something happens on the connection. */
+    const struct app_ops *app;      /* CONN_WS on: set before the first message */
+    struct conn *prev;              /* worker's list of all connections */
+    struct conn *dirty_next;        /* worker's list of connections to flush */
+    uint64_t id;
+    uint8_t reason;                 /* enum segment_disconnect_reason: set by whoever
+                                       decides to close */
+    uint8_t msg_type;               /* enum segment_request_type: what the message being
+                                       delivered asked for */
+    uint16_t port;                  /* peer port; 0: address unknown */
+    uint32_t refusals_unlogged;     /* refusals since the last refusal logged */
+    struct http_request *req;       /* CONN_HTTP, a head split across reads only */
+    union {
+        uint64_t accepted_ns;       /* CONN_HTTP: the handshake_timeout clock */
+        uint64_t upgraded_ns;       /* from the upgrade on: the session's start */
+    };
+    uint64_t msg_start_ns;          /* receive time of the message being delivered */
+    struct hub_sub *subs;           /* this connection's subscriptions */
+    struct hub_pub *pubs;           /* publishes waiting for the broker */
+    uint32_t nsubs;
     uint32_t parsing;               /* messages of this connection on the thread pool */
-    struct pending_msg *pending_head, *pending_tail; /* reading stops while non-empty */
+    uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
-    char remote[56];
 };
 
 /* One stream as this worker sees it: its local subscribers and how far
@@ -358,6 +375,10 @@ struct worker {
     uint64_t rtt_swept_ns;           /* slowest-by-RTT table last published */
     struct auth_keystore *keys;      /* the master's token key */
     struct auth_key auth_key;        /* this worker's copy, refreshed per config generation */
+    int sockopts_inherited;          /* accepted sockets get the listener's options (conn.h) */
+    struct http_request http_scratch; /* request heads that arrive whole (handshake.c) */
+    const uint8_t *rx;               /* bytes being fed to wslay, one connection at a time */
+    size_t rx_len;
     char readbuf[65536];
 };
 

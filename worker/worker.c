@@ -13,6 +13,7 @@
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
+#include "http.h"
 #include "hub.h"
 #include "log.h"
 #include "rtt.h"
@@ -44,8 +45,7 @@ static void worker_apply_config(struct worker *w)
     for (struct conn *c = w->conns; c; c = c->next) {
         if (c->closed)
             continue;
-        if (c->ws)
-            session_apply_limits(c);
+        session_apply_limits(c);
         if (auth && !had_auth && c->state == CONN_WS && !c->grant) {
             /* Authentication was just turned on: a session that never
              * showed a token must not keep reading patient streams. */
@@ -240,6 +240,9 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
     w->slot = segment_worker_slot(seg, slot);
     uv_loop_init(&w->loop);
     worker_apply_config(w);
+    if (http_ws_init() < 0)
+        log_msg(LOG_ERROR, "error", "worker %d cannot set up SHA-1 for WebSocket handshakes "
+                "(OpenSSL's default provider); upgrades will fail until it is fixed", slot);
     if (tlsconn_ctx_init(w, tls) < 0) {
         uv_loop_close(&w->loop);
         free(w);
@@ -249,8 +252,10 @@ int worker_main(struct segment *seg, struct auth_keystore *keys, int slot, int l
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
     int r = uv_tcp_open(&w->listener, listen_fd);
-    if (r == 0)
+    if (r == 0) {
+        conn_listener_setup(w);
         r = uv_listen((uv_stream_t *)&w->listener, WORKER_BACKLOG, worker_on_connection);
+    }
     if (r < 0) {
         log_msg(LOG_ERROR, "error", "worker %d cannot listen on its socket: %s", slot,
                 uv_strerror(r));

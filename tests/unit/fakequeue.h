@@ -43,7 +43,8 @@ static inline struct conn *fakequeue_conn(struct worker *w, sendq_write_cb write
     c->w = w;
     c->state = CONN_WS;
     c->id = ++w->next_conn_id;
-    sendq_init(&c->out, write_cb);
+    c->out = calloc(1, sizeof(*c->out));
+    sendq_init(c->out, write_cb);
     c->next = w->conns;
     w->conns = c;
     return c;

@@ -78,7 +78,8 @@ static void teardown(void)
             hub_free_sub(s);
         }
         session_free(c);
-        sendq_free(&c->out);
+        sendq_free(c->out);
+        free(c->out);
         free(c);
     }
     free(hs);
@@ -89,7 +90,7 @@ static void teardown(void)
 /* The frames queued to c, in order, as "opcode:text" ("8:code" for a close). */
 static int frames(struct conn *c, char out[][256], int max)
 {
-    return fakequeue_frames(&c->out, out, max);
+    return fakequeue_frames(c->out, out, max);
 }
 
 START_TEST(live_and_replaying_subscribers)
@@ -176,7 +177,7 @@ START_TEST(a_long_named_gap_queued_during_replay_is_one_whole_frame)
     ck_assert_int_eq(frames(b, f, 8), 2);
     ck_assert_msg(strncmp(f[1], "1:{\"type\":\"gap\"", 15) == 0, "%s", f[1]);
     ck_assert_msg(strstr(f[1], "\"to\":18446744073709551000}") != NULL, "%s", f[1]);
-    const uint8_t *h = (const uint8_t *)sendq_chunk_bytes(b->out.tail);
+    const uint8_t *h = (const uint8_t *)sendq_chunk_bytes(b->out->tail);
     ck_assert_int_eq(h[1], 126); /* 16-bit length, no mask bit */
     ck_assert_uint_gt((size_t)h[2] << 8 | h[3], 125);
 }

@@ -11,6 +11,8 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -101,6 +103,7 @@ static void setup(void)
     struct sockaddr_in addr;
     uv_ip4_addr("127.0.0.1", 0, &addr);
     ck_assert_int_eq(uv_tcp_bind(&w->listener, (const struct sockaddr *)&addr, 0), 0);
+    conn_listener_setup(w);
     ck_assert_int_eq(uv_listen((uv_stream_t *)&w->listener, 8, on_connection), 0);
     int len = sizeof(addr);
     uv_tcp_getsockname(&w->listener, (struct sockaddr *)&addr, &len);
@@ -176,6 +179,38 @@ START_TEST(the_sweep_asks_the_phase)
 }
 END_TEST
 
+START_TEST(a_quiet_connection_gives_its_empty_queue_back)
+{
+    uint64_t t0 = accepted->accepted_ns;
+    accepted->state = CONN_WS; /* as if upgraded */
+    accepted->last_rx_ns = t0;
+    ck_assert_ptr_null(accepted->out); /* nothing queued yet: no queue */
+    ck_assert_int_eq(conn_send(accepted, "abc", 3, 0), 0);
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_sweep(w, t0 + 2ull * 1000000000ull); /* quiet, but bytes wait: kept */
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_flush_dirty(w);
+    ck_assert(sendq_empty(accepted->out));
+    conn_sweep(w, t0 + 500000000ull); /* empty, not yet quiet: kept */
+    ck_assert_ptr_nonnull(accepted->out);
+    conn_sweep(w, t0 + 3ull * 1000000000ull);
+    ck_assert_ptr_null(accepted->out);
+    ck_assert_int_eq(conn_send(accepted, "def", 3, 0), 0); /* a new one, as before */
+    conn_flush_dirty(w);
+    char buf[8];
+    size_t got = 0;
+    for (int i = 0; i < 1000 && got < 6; i++) {
+        ssize_t n = recv(client, buf + got, sizeof(buf) - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            usleep(1000);
+    }
+    ck_assert_uint_eq(got, 6);
+    ck_assert_int_eq(memcmp(buf, "abcdef", 6), 0);
+}
+END_TEST
+
 static int client_got_all(void)
 {
     char buf[64];
@@ -210,6 +245,37 @@ START_TEST(nothing_is_queued_once_closed)
 }
 END_TEST
 
+START_TEST(accepted_sockets_inherit_the_listeners_options)
+{
+    /* conn_accept sets nothing itself once the listener carries them:
+     * the kernel's copy is what the connection runs with. */
+    ck_assert_int_eq(w->sockopts_inherited, 1);
+    uv_os_fd_t fd;
+    ck_assert_int_eq(uv_fileno((uv_handle_t *)&accepted->tcp, &fd), 0);
+    int v = 0;
+    socklen_t len = sizeof(v);
+    ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+    ck_assert_int_eq(v, 1);
+    ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, &len), 0);
+    ck_assert_int_eq(v, 128 * 1024);
+}
+END_TEST
+
+START_TEST(the_remote_address_is_spelled_on_demand)
+{
+    struct sockaddr_in me;
+    socklen_t len = sizeof(me);
+    ck_assert_int_eq(getsockname(client, (struct sockaddr *)&me, &len), 0);
+    char want[64], have[CONN_REMOTE_MAX];
+    snprintf(want, sizeof(want), "127.0.0.1:%u", (unsigned)ntohs(me.sin_port));
+    conn_remote_string(accepted, have, sizeof(have));
+    ck_assert_str_eq(have, want);
+    struct conn unknown = {0};
+    conn_remote_string(&unknown, have, sizeof(have));
+    ck_assert_str_eq(have, "?:0");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conn");
@@ -217,7 +283,10 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, bytes_go_to_feed_and_eof_closes_through_the_handlers);
     tcase_add_test(tc, the_sweep_asks_the_phase);
+    tcase_add_test(tc, a_quiet_connection_gives_its_empty_queue_back);
     tcase_add_test(tc, output_reaches_the_client_then_close_after_flush_closes);
     tcase_add_test(tc, nothing_is_queued_once_closed);
+    tcase_add_test(tc, accepted_sockets_inherit_the_listeners_options);
+    tcase_add_test(tc, the_remote_address_is_spelled_on_demand);
     return unit_run(s);
 }

@@ -70,7 +70,8 @@ static void teardown(void)
     for (struct conn *c = w->conns; c; c = next) {
         next = c->next;
         hub_conn_closed(c);
-        sendq_free(&c->out);
+        sendq_free(c->out);
+        free(c->out);
         free(c);
     }
     hub_close(w);
@@ -90,7 +91,7 @@ static struct conn *new_conn(void)
 /* Take the next text frame off the connection's queue, parsed. */
 static json_t *next_msg(struct conn *c)
 {
-    struct sendq_chunk *ch = c->out.head;
+    struct sendq_chunk *ch = c->out->head;
     if (!ch)
         return NULL;
     const uint8_t *b = (const uint8_t *)sendq_chunk_bytes(ch);
@@ -153,12 +154,12 @@ START_TEST(subscribed_then_every_message_in_order)
 
     ck_assert_uint_eq(publish(p, "ward/1", "{\"hr\":71}"), 1);
     ck_assert_uint_eq(publish(p, "ward/1", "[1,2,3]"), 2);
-    ck_assert_ptr_null(a->out.head); /* fan-out waits for the loop's check phase */
+    ck_assert_ptr_null(a->out->head); /* fan-out waits for the loop's check phase */
     hub_run(w);
-    ck_assert_ptr_nonnull(a->out.head);
+    ck_assert_ptr_nonnull(a->out->head);
     /* One frame, shared by both queues. */
-    ck_assert_ptr_nonnull(a->out.head->frame);
-    ck_assert_ptr_eq(a->out.head->frame, b->out.head->frame);
+    ck_assert_ptr_nonnull(a->out->head->frame);
+    ck_assert_ptr_eq(a->out->head->frame, b->out->head->frame);
     for (uint64_t s = 1; s <= 2; s++) {
         j = next_msg(a);
         ck_assert_str_eq(type_of(j), "message");
@@ -349,7 +350,7 @@ START_TEST(the_hub_asks_its_backend)
     hub_conn_closed(c);
     ck_assert_str_eq(calls, "new publish publish-fail subscribe new subscribe unlink unused "
                             "closed unlink unused ");
-    ck_assert_ptr_null(c->out.head); /* the backend answers, not the hub */
+    ck_assert_ptr_null(c->out->head); /* the backend answers, not the hub */
 }
 END_TEST
 

@@ -261,6 +261,37 @@ START_TEST(lock_of_a_dead_owner_is_recovered)
 }
 END_TEST
 
+START_TEST(a_bucket_is_at_rest_once_full_and_forgiven)
+{
+    struct ratelimit r = {0};
+    ck_assert_int_eq(ratelimit_at_rest(&r, 1, 10, 20), 1); /* never used */
+    const uint64_t s = 1000000000ull;
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(ratelimit_take(&r, 10 * s, 10, 20), 1);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 10 * s, 10, 20), 0);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 11 * s, 10, 20), 0); /* 10 of 20 back */
+    ck_assert_int_eq(ratelimit_at_rest(&r, 12 * s, 10, 20), 1);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 10 * s, 0, 20), 1); /* no limit */
+    ratelimit_refused(&r, 12 * s);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 12 * s + RATELIMIT_ABUSE_WINDOW_NS, 10, 20), 0);
+    ck_assert_int_eq(ratelimit_at_rest(&r, 13 * s + RATELIMIT_ABUSE_WINDOW_NS, 10, 20), 1);
+}
+END_TEST
+
+START_TEST(addresses_are_spelled_as_clients_know_them)
+{
+    char out[64];
+    const uint8_t v4[16] = {[10] = 0xff, [11] = 0xff, [12] = 10, [15] = 7};
+    iptable_format(v4, 51422, out, sizeof(out));
+    ck_assert_str_eq(out, "10.0.0.7:51422");
+    const uint8_t v6[16] = {[0] = 0x20, [1] = 0x01, [2] = 0x0d, [3] = 0xb8, [15] = 1};
+    iptable_format(v6, 443, out, sizeof(out));
+    ck_assert_str_eq(out, "2001:db8::1:443");
+    iptable_format(v6, 0, out, sizeof(out));
+    ck_assert_str_eq(out, "?:0");
+}
+END_TEST
+
 static Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
@@ -269,6 +300,7 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, bucket_refills_at_the_rate);
     tcase_add_test(tc, bucket_off_and_rate_changes);
     tcase_add_test(tc, abuse_window);
+    tcase_add_test(tc, a_bucket_is_at_rest_once_full_and_forgiven);
 
     tc = unit_tcase(s, "iptable");
     tcase_add_test(tc, limit_is_replica_wide);
@@ -277,6 +309,7 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, many_addresses_and_deletions_keep_lookups_right);
     tcase_add_test(tc, full_table_stops_tracking);
     tcase_add_test(tc, lock_of_a_dead_owner_is_recovered);
+    tcase_add_test(tc, addresses_are_spelled_as_clients_know_them);
     return s;
 }
 

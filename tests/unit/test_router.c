@@ -95,6 +95,7 @@ static void setup(void)
     c = calloc(1, sizeof(*c));
     c->w = w;
     c->state = CONN_WS;
+    c->live = calloc(1, sizeof(*c->live)); /* a message came: the session is live */
     c->app = &router_app;
     c->msg_start_ns = 1000000000ull;
     nsent = 0;
@@ -106,6 +107,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    free(c->live);
     free(c);
     free(w->slot);
     free(w);

@@ -29,6 +29,7 @@ static void teardown(void)
     while (w->conns) {
         struct conn *c = w->conns;
         w->conns = c->next;
+        free(c->out);
         free(c);
     }
     free(w);
@@ -41,7 +42,9 @@ static struct conn *new_conn(uint64_t id, uint64_t rtt_ns)
     c->id = id;
     c->state = CONN_WS;
     c->rtt_ns = rtt_ns;
-    snprintf(c->remote, sizeof(c->remote), "127.0.0.1:%u", (unsigned)(40000 + id));
+    static const uint8_t loopback[16] = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1};
+    memcpy(c->ip, loopback, sizeof(loopback));
+    c->port = (uint16_t)(40000 + id);
     c->next = w->conns;
     w->conns = c;
     return c;
@@ -105,7 +108,8 @@ START_TEST(the_sweep_publishes_the_slowest_first)
     http->state = CONN_HTTP;
     for (struct conn *c = w->conns; c; c = c->next)
         if (c->id == 2) {
-            c->out.bytes = 4242;
+            c->out = calloc(1, sizeof(*c->out));
+            c->out->bytes = 4242;
             c->nsubs = 3;
         }
 

@@ -42,7 +42,8 @@ static void setup(void)
     c = calloc(1, sizeof(*c));
     c->w = w;
     c->state = CONN_WS;
-    sendq_init(&c->out, fake_write_cb);
+    c->out = calloc(1, sizeof(*c->out));
+    sendq_init(c->out, fake_write_cb);
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     int small = 4096;
@@ -58,13 +59,14 @@ static void setup(void)
 
 static void teardown(void)
 {
-    sendq_free(&c->out);
+    sendq_free(c->out);
     uv_close((uv_handle_t *)&c->tcp, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     if (peer >= 0)
         close(peer);
     peer = -1;
+    free(c->out);
     free(c);
     free(w);
     ck_assert_uint_eq(sendq_frame_bytes_held(), 0);
@@ -90,36 +92,36 @@ START_TEST(frame_refs_follow_the_queues)
     ck_assert_uint_eq(sendq_frame_bytes_held(), sizeof(*f) + 100);
     struct sendq other;
     sendq_init(&other, fake_write_cb);
-    ck_assert_int_eq(sendq_push_frame(&c->out, f, 0), 0);
+    ck_assert_int_eq(sendq_push_frame(c->out, f, 0), 0);
     ck_assert_int_eq(sendq_push_frame(&other, f, 0), 0);
     ck_assert_uint_eq(f->refs, 3);
     sendq_frame_unref(f);
-    ck_assert_uint_eq(c->out.bytes, 100);
+    ck_assert_uint_eq(c->out->bytes, 100);
     sendq_free(&other);
     ck_assert_uint_eq(f->refs, 1);
     ck_assert(sendq_empty(&other));
     ck_assert_ptr_eq(other.write_cb, fake_write_cb);
-    sendq_free(&c->out);
+    sendq_free(c->out);
     ck_assert_uint_eq(sendq_frame_bytes_held(), 0);
-    ck_assert_ptr_eq(c->out.write_cb, fake_write_cb);
+    ck_assert_ptr_eq(c->out->write_cb, fake_write_cb);
 }
 END_TEST
 
 START_TEST(consume_counts_whole_messages_only)
 {
-    ck_assert_int_eq(sendq_append(&c->out, "abcdef", 6, 1), 0);
+    ck_assert_int_eq(sendq_append(c->out, "abcdef", 6, 1), 0);
     struct sendq_chunk *r = sendq_chunk_new(4, 1);
     memcpy(r->data, "wxyz", 4);
     r->request = 1 + REQUEST_PUBLISH;
-    sendq_push(&c->out, r);
-    ck_assert_int_eq(sendq_append(&c->out, "--", 2, 0), 0); /* not a message */
-    ck_assert_uint_eq(c->out.bytes, 12);
+    sendq_push(c->out, r);
+    ck_assert_int_eq(sendq_append(c->out, "--", 2, 0), 0); /* not a message */
+    ck_assert_uint_eq(c->out->bytes, 12);
 
     sendq_consume(c, 4);
     ck_assert_uint_eq(slot.counters.bytes_sent, 4);
     ck_assert_uint_eq(slot.counters.messages_sent, 0);
-    ck_assert_uint_eq(c->out.head->off, 4);
-    ck_assert_uint_ne(c->out.moved_ns, 0);
+    ck_assert_uint_eq(c->out->head->off, 4);
+    ck_assert_uint_ne(c->out->moved_ns, 0);
 
     sendq_consume(c, 2 + 4);
     ck_assert_uint_eq(slot.counters.messages_sent, 2);
@@ -132,15 +134,15 @@ START_TEST(consume_counts_whole_messages_only)
     sendq_consume(c, 2);
     ck_assert_uint_eq(slot.counters.messages_sent, 2);
     ck_assert_uint_eq(slot.counters.bytes_sent, 12);
-    ck_assert(sendq_empty(&c->out));
-    ck_assert_uint_eq(c->out.bytes, 0);
+    ck_assert(sendq_empty(c->out));
+    ck_assert_uint_eq(c->out->bytes, 0);
 }
 END_TEST
 
 START_TEST(bytes_before_the_upgrade_are_not_websocket_bytes)
 {
     c->state = CONN_HTTP;
-    ck_assert_int_eq(sendq_append(&c->out, "HTTP/1.1 101\r\n\r\n", 16, 0), 0);
+    ck_assert_int_eq(sendq_append(c->out, "HTTP/1.1 101\r\n\r\n", 16, 0), 0);
     sendq_consume(c, 16);
     ck_assert_uint_eq(slot.counters.bytes_sent, 0);
 }
@@ -148,25 +150,25 @@ END_TEST
 
 START_TEST(drop_unsent_keeps_a_frame_in_the_middle)
 {
-    ck_assert_int_eq(sendq_append(&c->out, "0123456789", 10, 0), 0);
-    ck_assert_int_eq(sendq_append(&c->out, "abc", 3, 0), 0);
-    ck_assert_int_eq(sendq_append(&c->out, "def", 3, 0), 0);
+    ck_assert_int_eq(sendq_append(c->out, "0123456789", 10, 0), 0);
+    ck_assert_int_eq(sendq_append(c->out, "abc", 3, 0), 0);
+    ck_assert_int_eq(sendq_append(c->out, "def", 3, 0), 0);
     sendq_consume(c, 3);
-    sendq_drop_unsent(&c->out);
-    ck_assert_uint_eq(c->out.bytes, 7);
-    ck_assert_ptr_eq(c->out.head, c->out.tail);
-    ck_assert_int_eq(sendq_append(&c->out, "Z", 1, 0), 0); /* the close frame follows */
+    sendq_drop_unsent(c->out);
+    ck_assert_uint_eq(c->out->bytes, 7);
+    ck_assert_ptr_eq(c->out->head, c->out->tail);
+    ck_assert_int_eq(sendq_append(c->out, "Z", 1, 0), 0); /* the close frame follows */
     ck_assert_int_eq(sendq_flush(c), 0);
     char got[16];
     ck_assert_uint_eq(drain_peer(got, sizeof(got)), 8);
     ck_assert_int_eq(memcmp(got, "3456789Z", 8), 0);
 
     /* Nothing sent yet: everything goes. */
-    ck_assert_int_eq(sendq_append(&c->out, "abc", 3, 0), 0);
-    sendq_drop_unsent(&c->out);
-    ck_assert(sendq_empty(&c->out));
-    ck_assert_ptr_null(c->out.tail);
-    ck_assert_uint_eq(c->out.bytes, 0);
+    ck_assert_int_eq(sendq_append(c->out, "abc", 3, 0), 0);
+    sendq_drop_unsent(c->out);
+    ck_assert(sendq_empty(c->out));
+    ck_assert_ptr_null(c->out->tail);
+    ck_assert_uint_eq(c->out->bytes, 0);
 }
 END_TEST
 
@@ -174,10 +176,10 @@ START_TEST(flush_writes_more_than_one_batch_in_order)
 {
     for (int i = 0; i < 3 * SENDQ_IOV_MAX; i++) {
         char b = (char)('A' + i % 26);
-        ck_assert_int_eq(sendq_append(&c->out, &b, 1, 1), 0);
+        ck_assert_int_eq(sendq_append(c->out, &b, 1, 1), 0);
     }
     ck_assert_int_eq(sendq_flush(c), 0);
-    ck_assert(sendq_empty(&c->out));
+    ck_assert(sendq_empty(c->out));
     ck_assert_int_eq(calls, 0); /* the kernel took it all: no callback */
     char got[3 * SENDQ_IOV_MAX];
     ck_assert_uint_eq(drain_peer(got, sizeof(got)), sizeof(got));
@@ -192,7 +194,7 @@ static void big_queue(size_t chunks, size_t each)
     char *buf = malloc(each);
     for (size_t i = 0; i < chunks; i++) {
         memset(buf, (int)('a' + i % 26), each);
-        ck_assert_int_eq(sendq_append(&c->out, buf, each, 0), 0);
+        ck_assert_int_eq(sendq_append(c->out, buf, each, 0), 0);
     }
     free(buf);
 }
@@ -202,14 +204,14 @@ START_TEST(a_full_kernel_waits_and_reports_through_the_callback)
     const size_t chunks = 40, each = 16384;
     big_queue(chunks, each);
     ck_assert_int_eq(sendq_flush(c), 0);
-    ck_assert_uint_gt(c->out.inflight, 0);
+    ck_assert_uint_gt(c->out->inflight, 0);
     ck_assert_int_eq(sendq_flush(c), 0); /* the pending write continues, nothing doubles */
     size_t got = 0;
     unsigned char *all = malloc(chunks * each);
     for (int rounds = 0; rounds < 100000 && got < chunks * each; rounds++) {
         got += drain_peer((char *)all + got, chunks * each - got);
         uv_run(&w->loop, UV_RUN_NOWAIT);
-        if (calls && last_status == 0 && !sendq_empty(&c->out) && !c->out.inflight) {
+        if (calls && last_status == 0 && !sendq_empty(c->out) && !c->out->inflight) {
             /* What the owner does on 0: flush what followed. */
             ck_assert_int_eq(sendq_flush(c), 0);
         }
@@ -217,7 +219,7 @@ START_TEST(a_full_kernel_waits_and_reports_through_the_callback)
     ck_assert_uint_eq(got, chunks * each);
     ck_assert_int_ge(calls, 1);
     ck_assert_int_eq(last_status, 0);
-    ck_assert(sendq_empty(&c->out));
+    ck_assert(sendq_empty(c->out));
     for (size_t i = 0; i < chunks; i++)
         ck_assert_int_eq(all[i * each], 'a' + i % 26);
     free(all);
@@ -228,14 +230,14 @@ START_TEST(a_broken_peer_is_a_negative_code)
 {
     big_queue(40, 16384);
     ck_assert_int_eq(sendq_flush(c), 0);
-    ck_assert_uint_gt(c->out.inflight, 0);
+    ck_assert_uint_gt(c->out->inflight, 0);
     close(peer);
     peer = -1;
     for (int rounds = 0; rounds < 1000 && calls == 0; rounds++)
         uv_run(&w->loop, UV_RUN_ONCE);
     ck_assert_int_eq(calls, 1);
     ck_assert_int_lt(last_status, 0);
-    ck_assert_uint_eq(c->out.inflight, 0);
+    ck_assert_uint_eq(c->out->inflight, 0);
     /* A flush now fails at once, as a libuv error, without the callback. */
     ck_assert_int_lt(sendq_flush(c), 0);
     ck_assert_int_eq(calls, 1);
@@ -246,7 +248,7 @@ START_TEST(a_cancelled_write_is_not_reported)
 {
     big_queue(40, 16384);
     ck_assert_int_eq(sendq_flush(c), 0);
-    ck_assert_uint_gt(c->out.inflight, 0);
+    ck_assert_uint_gt(c->out->inflight, 0);
     /* teardown closes the handle: libuv cancels the write (UV_ECANCELED). */
 }
 END_TEST
@@ -256,10 +258,11 @@ static void cancelled_teardown(void)
     uv_close((uv_handle_t *)&c->tcp, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     ck_assert_int_eq(calls, 0);
-    sendq_free(&c->out);
+    sendq_free(c->out);
     uv_loop_close(&w->loop);
     close(peer);
     peer = -1;
+    free(c->out);
     free(c);
     free(w);
     ck_assert_uint_eq(sendq_frame_bytes_held(), 0);

@@ -53,6 +53,18 @@ void conn_resume_reading(struct conn *conn)
     resumed++;
 }
 
+static void no_write_cb(struct conn *conn, int status);
+
+/* conn.c's, without a socket: the queue is made the same way. */
+struct sendq *conn_queue(struct conn *conn)
+{
+    if (!conn->out) {
+        conn->out = calloc(1, sizeof(*conn->out));
+        sendq_init(conn->out, no_write_cb);
+    }
+    return conn->out;
+}
+
 void conn_log_begin(struct log_line *l, const struct conn *conn, enum log_level level,
                     const char *event)
 {
@@ -92,7 +104,8 @@ static void setup(void)
     c->w = w;
     c->state = CONN_WS;
     c->app = &fake_app;
-    sendq_init(&c->out, no_write_cb);
+    c->out = calloc(1, sizeof(*c->out));
+    sendq_init(c->out, no_write_cb);
     closed_after_flush = closed_now = -1;
     resumed = ngot = 0;
 }
@@ -101,7 +114,8 @@ static void teardown(void)
 {
     session_drop_pending(c);
     session_free(c);
-    sendq_free(&c->out);
+    sendq_free(c->out);
+    free(c->out);
     free(c);
     free(w);
 }
@@ -116,7 +130,7 @@ static void feed(int opcode, const char *payload)
 /* What the client reads, frame by frame: "opcode:payload" ("8:<code>"). */
 static int sent(char out[][256], int max)
 {
-    return fakequeue_frames(&c->out, out, max);
+    return fakequeue_frames(c->out, out, max);
 }
 
 START_TEST(a_text_message_reaches_the_app_once)
@@ -128,7 +142,29 @@ START_TEST(a_text_message_reaches_the_app_once)
     ck_assert_str_eq(got[1], "not-json:not json");
     ck_assert_uint_eq(slot.counters.messages_received, 2);
     ck_assert_int_eq(c->state, CONN_WS);
-    ck_assert_ptr_null(c->out.head);
+    ck_assert_ptr_null(c->out->head);
+}
+END_TEST
+
+START_TEST(a_quiet_session_gives_its_state_back_once_nothing_is_owed)
+{
+    feed(1, "{\"type\":\"ping\"}");
+    ck_assert_ptr_nonnull(c->live);
+    /* A rate bucket still refilling would be full again if recreated:
+     * the state stays until it has refilled. */
+    w->cfg.max_messages_per_second = 10;
+    w->cfg.message_burst = 20;
+    c->live->rate.last_ns = clock_now_ns();
+    c->live->rate.tokens = 0;
+    session_release_if_idle(c);
+    ck_assert_ptr_nonnull(c->live);
+    c->live->rate.tokens = 20;
+    session_release_if_idle(c);
+    ck_assert_ptr_null(c->live);
+    /* The next message brings a fresh one and is handled as before. */
+    feed(1, "{\"type\":\"ping\"}");
+    ck_assert_ptr_nonnull(c->live);
+    ck_assert_int_eq(ngot, 2);
 }
 END_TEST
 
@@ -164,12 +200,12 @@ START_TEST(a_client_ping_is_answered_and_a_heartbeat_pong_gives_the_rtt)
     char f[4][256];
     ck_assert_int_eq(sent(f, 4), 1);
     ck_assert_str_eq(f[0], "10:hi");
-    sendq_free(&c->out);
+    sendq_free(c->out);
 
     session_ping(c, 5000000000ull);
     ck_assert_int_eq(sent(f, 4), 1);
     ck_assert_int_eq(f[0][0], '9');
-    const uint8_t *ping = (const uint8_t *)sendq_chunk_bytes(c->out.head);
+    const uint8_t *ping = (const uint8_t *)sendq_chunk_bytes(c->out->head);
     uint8_t payload[RTT_PAYLOAD_LEN];
     memcpy(payload, ping + 2, RTT_PAYLOAD_LEN);
     uint8_t buf[64];
@@ -228,6 +264,7 @@ int main(void)
     TCase *tc = unit_tcase(s, "session");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_text_message_reaches_the_app_once);
+    tcase_add_test(tc, a_quiet_session_gives_its_state_back_once_nothing_is_owed);
     tcase_add_test(tc, binary_data_closes_1003);
     tcase_add_test(tc, too_large_is_refused_from_the_header);
     tcase_add_test(tc, a_client_ping_is_answered_and_a_heartbeat_pong_gives_the_rtt);
