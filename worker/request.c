@@ -1,9 +1,10 @@
 #include "request.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <jansson.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
@@ -56,12 +57,12 @@ static size_t request_scan_value_start(const struct request_scan *s)
  * -EINVAL with the reason in r->error. */
 static int request_scan_escapes(struct request_scan *s, const unsigned char *text)
 {
-    const char *t = (const char *)text;
-    if (t >= s->msg && t <= s->msg + s->len)
+    uintptr_t t = (uintptr_t)text, m = (uintptr_t)s->msg;
+    if (t >= m && t <= m + s->len)
         return 0;
     size_t start = s->last_end, end = request_scan_offset(s);
     while (start < end && s->msg[start] != '"')
-        start++; /* past whitespace, ':' and ',' */
+        start++; /* past the tokens since the last string: none holds a quote */
     json_error_t err;
     json_t *v = json_loadb(s->msg + start, end - start, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (v) {
@@ -129,7 +130,8 @@ static int request_on_string(void *ctx, const unsigned char *text, size_t len)
     request_scan_value(s, REQUEST_STRING);
     struct request_value *v = &s->r->member[m];
     const char *t = (const char *)text;
-    if (t >= s->msg && t + len <= s->msg + s->len) {
+    uintptr_t at = (uintptr_t)text, m0 = (uintptr_t)s->msg;
+    if (at >= m0 && at + len <= m0 + s->len) {
         v->text = t;
     } else {
         char *copy = malloc(len ? len : 1);
