@@ -115,14 +115,10 @@ struct conn *fuzz_conn_socketpair(struct fuzz_worker *fw, enum conn_state state,
     c->id = ++w->next_conn_id;
     c->state = CONN_HTTP;
     c->accepted_ns = clock_now_ns();
-    sendq_init(&c->out, conn_write_done);
-    snprintf(c->remote, sizeof(c->remote), "fuzz:%d", sv[1]);
-    if (state == CONN_HTTP) {
-        c->req = malloc(sizeof(*c->req));
-        if (!c->req)
-            abort();
-        http_request_init(c->req);
-    } else {
+    /* The send queue is made on first use (conn_queue) and a request head
+     * is read into the worker's scratch request, as for an accepted
+     * connection; the peer address stays unknown (a socketpair has none). */
+    if (state != CONN_HTTP) {
         /* What handshake_upgrade does once the 101 is decided. */
         if (segment_connection_reserve(w->seg, w->slot, w->cfg.max_connections) < 0)
             abort();
@@ -317,7 +313,7 @@ int fuzz_text_type(const char *text, size_t len, char *type, size_t cap)
     char err[128];
     yajl_val root = yajl_tree_parse(copy, err, sizeof(err));
     free(copy);
-    static const char *const path[] = {"type", NULL};
+    static const char *path[] = {"type", NULL};
     yajl_val t = root && YAJL_IS_OBJECT(root) ? yajl_tree_get(root, path, yajl_t_string) : NULL;
     int ok = t && strlen(YAJL_GET_STRING(t)) < cap;
     if (ok)
