@@ -36,16 +36,19 @@ static size_t request_scan_offset(const struct request_scan *s)
     return yajl_get_bytes_consumed(s->yajl);
 }
 
+/* JSON's whitespace (RFC 8259: no form feed, no vertical tab). */
+static int request_is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
 static size_t request_scan_value_start(const struct request_scan *s)
 {
     size_t p = s->key_end;
     while (p < s->len && s->msg[p] != ':')
         p++;
-    for (p++; p < s->len; p++) {
-        char ch = s->msg[p];
-        if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
-            break;
-    }
+    for (p++; p < s->len && request_is_space(s->msg[p]); p++)
+        ;
     return p;
 }
 
@@ -53,12 +56,13 @@ static size_t request_scan_value_start(const struct request_scan *s)
  * a word; JSON parsers differ on such strings (RFC 8259 8.2), and a
  * subscriber's that refuses one would lose the stream. So a string that
  * had escapes (yajl's text is then not in the message) is decoded again by
- * jansson, which refuses them. Rare: ECG data carries no escapes. 0, or
- * -EINVAL with the reason in r->error. */
-static int request_scan_escapes(struct request_scan *s, const unsigned char *text)
+ * jansson, which refuses them. Rare: ECG data carries no escapes. 0: the
+ * text is the message's own bytes; 1: it had escapes, all valid; -EINVAL
+ * with the reason in r->error. */
+static int request_scan_escapes(struct request_scan *s, const unsigned char *text, size_t len)
 {
     uintptr_t t = (uintptr_t)text, m = (uintptr_t)s->msg;
-    if (t >= m && t <= m + s->len)
+    if (t >= m && t + len <= m + s->len)
         return 0;
     size_t start = s->last_end, end = request_scan_offset(s);
     while (start < end && s->msg[start] != '"')
@@ -67,7 +71,7 @@ static int request_scan_escapes(struct request_scan *s, const unsigned char *tex
     json_t *v = json_loadb(s->msg + start, end - start, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (v) {
         json_decref(v);
-        return 0;
+        return 1;
     }
     snprintf(s->r->error, sizeof(s->r->error), "%.100s at byte %zu", err.text, end);
     s->failed = EINVAL;
@@ -121,7 +125,8 @@ static int request_on_number(void *ctx, const char *text, size_t len)
 static int request_on_string(void *ctx, const unsigned char *text, size_t len)
 {
     struct request_scan *s = ctx;
-    if (request_scan_escapes(s, text) < 0)
+    int escaped = request_scan_escapes(s, text, len);
+    if (escaped < 0)
         return 0;
     s->last_end = request_scan_offset(s);
     if (s->depth != 1 || s->member < 0)
@@ -130,8 +135,7 @@ static int request_on_string(void *ctx, const unsigned char *text, size_t len)
     request_scan_value(s, REQUEST_STRING);
     struct request_value *v = &s->r->member[m];
     const char *t = (const char *)text;
-    uintptr_t at = (uintptr_t)text, m0 = (uintptr_t)s->msg;
-    if (at >= m0 && at + len <= m0 + s->len) {
+    if (!escaped) {
         v->text = t;
     } else {
         char *copy = malloc(len ? len : 1);
@@ -150,7 +154,7 @@ static int request_on_string(void *ctx, const unsigned char *text, size_t len)
 static int request_on_key(void *ctx, const unsigned char *key, size_t len)
 {
     struct request_scan *s = ctx;
-    if (request_scan_escapes(s, key) < 0)
+    if (request_scan_escapes(s, key, len) < 0)
         return 0;
     s->last_end = request_scan_offset(s);
     if (s->depth != 1)
@@ -263,20 +267,6 @@ int request_parse(struct request *r, const char *msg, size_t len)
     if (st == yajl_status_ok)
         st = yajl_complete_parse(s.yajl);
     int rc = 0;
-    if (st == yajl_status_ok && r->is_object) {
-        /* yajl ends a parse once the value is complete without lexing a
-         * trailing token it has only the start of ('{} "x'): whatever
-         * follows the object must be whitespace. */
-        for (size_t p = s.last_end; p < len; p++) {
-            char ch = msg[p];
-            if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
-                snprintf(r->error, sizeof(r->error),
-                         "parse error: trailing garbage at byte %zu", p + 1);
-                yajl_free(s.yajl);
-                return -EINVAL;
-            }
-        }
-    }
     if (st != yajl_status_ok) {
         if (s.failed == ENOMEM) {
             snprintf(r->error, sizeof(r->error), "out of memory");
@@ -284,6 +274,18 @@ int request_parse(struct request *r, const char *msg, size_t len)
         } else {
             if (!s.failed)
                 request_scan_error(&s);
+            rc = -EINVAL;
+        }
+    } else if (r->is_object) {
+        /* yajl ends a parse once the value is complete without lexing a
+         * trailing token it has only the start of ('{} "x'): whatever
+         * follows the object must be whitespace. */
+        size_t p = s.last_end;
+        while (p < len && request_is_space(msg[p]))
+            p++;
+        if (p < len) {
+            snprintf(r->error, sizeof(r->error), "parse error: trailing garbage at byte %zu",
+                     p + 1);
             rc = -EINVAL;
         }
     }
