@@ -379,30 +379,35 @@ static const char *router_id(const struct request *req, char *buf, size_t size, 
     return out;
 }
 
-static int router_type_is(const struct request_value *type, const char *name)
-{
-    return strlen(name) == type->text_len && memcmp(name, type->text, type->text_len) == 0;
-}
-
+/* Dispatch on the type router_request_type found (c->msg_type). */
 static void router_dispatch(struct conn *c, const struct request *req, const char *id)
 {
     const struct request_value *type = &req->member[REQUEST_TYPE];
     if (type->kind != REQUEST_STRING || memchr(type->text, '\0', type->text_len)) {
         router_reply_error(c, id, REFUSED_BAD_REQUEST, "missing or non-string field \"type\"");
-    } else if (router_type_is(type, "publish")) {
+        return;
+    }
+    switch (c->msg_type) {
+    case REQUEST_PUBLISH:
         router_publish(c, req, id);
-    } else if (router_type_is(type, "ping")) {
+        break;
+    case REQUEST_PING:
         router_pong(c, id);
-    } else if (router_type_is(type, "subscribe")) {
+        break;
+    case REQUEST_SUBSCRIBE:
         router_subscribe(c, req, id);
-    } else if (router_type_is(type, "unsubscribe")) {
+        break;
+    case REQUEST_UNSUBSCRIBE:
         router_unsubscribe(c, req, id);
-    } else if (router_type_is(type, "auth") && c->w->cfg.auth_mode == CONFIG_AUTH_JWT) {
-        router_auth(c, req, id);
-    } else if (router_type_is(type, "auth")) {
-        router_reply_error(c, id, REFUSED_BAD_REQUEST,
-                           "type \"auth\" is not supported: authentication is not enabled");
-    } else {
+        break;
+    case REQUEST_AUTH:
+        if (c->w->cfg.auth_mode == CONFIG_AUTH_JWT)
+            router_auth(c, req, id);
+        else
+            router_reply_error(c, id, REFUSED_BAD_REQUEST,
+                               "type \"auth\" is not supported: authentication is not enabled");
+        break;
+    default:
         router_reply_error(c, id, REFUSED_BAD_REQUEST,
                            "unknown type; expected ping, subscribe, unsubscribe, publish or auth");
     }
