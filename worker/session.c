@@ -407,9 +407,7 @@ void session_release_if_idle(struct conn *c)
         !ratelimit_at_rest(&live->rate, clock_now_ns(), (double)cfg->max_messages_per_second,
                            (double)cfg->message_burst))
         return;
-    wslay_event_context_free(ws);
-    free(live);
-    c->live = NULL;
+    session_free(c);
 }
 
 void session_free(struct conn *c)
@@ -546,6 +544,9 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
 {
     if (c->state != CONN_WS || c->closed)
         return -ENOTCONN;
+    struct sendq *q = conn_queue(c);
+    if (!q)
+        return -ENOMEM;
     uint8_t hdr[WSFRAME_HEADER_MAX];
     size_t hlen = wsframe_put_header(hdr, WSFRAME_TEXT, len);
     struct sendq_chunk *chunk = sendq_chunk_new(hlen + len, origin_ns);
@@ -556,11 +557,6 @@ int session_send_text(struct conn *c, const char *text, size_t len, uint64_t ori
     /* Text built here answers a request (stream messages are shared frames,
      * sendq_push_frame): its time counts as request duration, not latency. */
     chunk->request = origin_ns ? (uint16_t)(c->msg_type + 1) : 0;
-    struct sendq *q = conn_queue(c);
-    if (!q) {
-        free(chunk);
-        return -ENOMEM;
-    }
     sendq_push(q, chunk);
     conn_mark_dirty(c);
     return 0;
