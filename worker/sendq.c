@@ -238,6 +238,18 @@ static ssize_t sendq_try_send(struct conn *conn, uv_buf_t *bufs, unsigned n)
     }
 }
 
+/* The next batch of unsent bytes as an iovec: its count, *asked its bytes. */
+static unsigned sendq_batch(const struct sendq *q, uv_buf_t *bufs, size_t *asked)
+{
+    unsigned n = 0;
+    *asked = 0;
+    for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++) {
+        bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
+        *asked += bufs[n].len;
+    }
+    return n;
+}
+
 int sendq_flush(struct conn *conn)
 {
     struct sendq *q = conn->out;
@@ -245,23 +257,17 @@ int sendq_flush(struct conn *conn)
         return 0; /* nothing queued, or the pending uv_write's callback continues */
     while (q->head) {
         uv_buf_t bufs[SENDQ_IOV_MAX];
-        unsigned n = 0;
-        for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
-            bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
+        size_t asked;
+        unsigned n = sendq_batch(q, bufs, &asked);
         ssize_t r = sendq_try_send(conn, bufs, n);
         if (r < 0)
             return (int)r;
         sendq_consume(conn, (size_t)r);
-        size_t asked = 0;
-        for (unsigned i = 0; i < n; i++)
-            asked += bufs[i].len;
         if ((size_t)r == asked)
             continue;
         /* The kernel's buffer is full: let libuv wait for writability with
          * the rest of this batch; its callback flushes what follows. */
-        n = 0;
-        for (struct sendq_chunk *c = q->head; c && n < SENDQ_IOV_MAX; c = c->next, n++)
-            bufs[n] = uv_buf_init(sendq_chunk_bytes(c) + c->off, c->len - c->off);
+        n = sendq_batch(q, bufs, &asked);
         /* The request lives only while the kernel is full: an idle
          * connection carries none. */
         uv_write_t *req = malloc(sizeof(*req));
