@@ -146,7 +146,7 @@ int pmdeflate_negotiate(const char *value, size_t len, struct pmdeflate_agreemen
         int offer = !accepted && pmdeflate_is(ext, elen, "permessage-deflate");
         int declined = 0;
         unsigned seen = 0;
-        struct pmdeflate_agreement a = {15, 0};
+        struct pmdeflate_agreement a = {15, 0, 0};
         for (;;) {
             pmdeflate_ows(&c);
             int ch = pmdeflate_peek(&c);
@@ -196,6 +196,8 @@ int pmdeflate_negotiate(const char *value, size_t len, struct pmdeflate_agreemen
                 declined = 1;
         }
         if (offer && !declined) {
+            a.server_takeover = !(seen & PMDEFLATE_SERVER_NO_TAKEOVER) &&
+                                a.server_wbits >= PMDEFLATE_CONTEXT_WBITS;
             *out = a;
             accepted = 1;
         }
@@ -209,9 +211,8 @@ int pmdeflate_response(const struct pmdeflate_agreement *a, char *out, size_t ca
     if (a->server_wbits_asked)
         snprintf(wbits, sizeof(wbits), "; server_max_window_bits=%u", a->server_wbits);
     int n = snprintf(out, cap,
-                     "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
-                     "client_no_context_takeover%s\r\n",
-                     wbits);
+                     "Sec-WebSocket-Extensions: permessage-deflate; %sclient_no_context_takeover%s\r\n",
+                     a->server_takeover ? "" : "server_no_context_takeover; ", wbits);
     if (n < 0 || (size_t)n >= cap)
         return -ENOSPC;
     return n;

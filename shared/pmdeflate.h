@@ -3,11 +3,15 @@
  * handshake: which offer the gateway accepts and what it answers.
  *
  * The gateway's choice is fixed and shapes every answer:
- * - what it sends uses no context takeover, always (it says
- *   server_no_context_takeover even when not asked, 7.1.1.1): each message
- *   is compressed on its own, so one compressed frame is valid for every
- *   subscriber that negotiated the same window, and is built once;
- * - what clients send must use no context takeover too (it says
+ * - what it sends may use context takeover (RFC 7692 7.1.1.1), with a
+ *   window of PMDEFLATE_CONTEXT_WBITS: a stream's messages are deflated
+ *   once per worker with one context per stream, and a subscriber that
+ *   received that stream's previous messages as the context did gets the
+ *   same bytes as every other such subscriber. It
+ *   says server_no_context_takeover only when the client asked for it or
+ *   allowed a window smaller than that: then every message it gets is
+ *   compressed on its own;
+ * - what clients send must use no context takeover (it says
  *   client_no_context_takeover even when not offered, 7.1.1.2): a client
  *   context would cost each connection a 32 KiB window plus ~7 KiB of
  *   inflate state for its whole life, most of them silent subscribers;
@@ -31,9 +35,16 @@
 /* The response header line this module writes, at most. */
 #define PMDEFLATE_RESPONSE_MAX 160
 
+/* The window of the gateway's shared compression contexts: 4 KiB holds
+ * the previous message of an ECG stream (1-4 KB), where nearly all the
+ * gain of context takeover is; a client that allows less gets no
+ * context takeover. */
+#define PMDEFLATE_CONTEXT_WBITS 12
+
 struct pmdeflate_agreement {
     uint8_t server_wbits;        /* window the gateway deflates with, 8..15 */
     uint8_t server_wbits_asked;  /* 1: the offer named server_max_window_bits: echo it */
+    uint8_t server_takeover;     /* 1: the gateway may keep its context between messages */
 };
 
 /* Look through one Sec-WebSocket-Extensions value (several header lines

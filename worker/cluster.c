@@ -153,6 +153,8 @@ static void cluster_deliver(struct hub_stream *hs, uint64_t seq, int64_t ts_ms, 
                             size_t len)
 {
     struct sendq_frame *f = hub_frame_raw(hs, seq, ts_ms, data, len);
+    if (f)
+        hub_frame_compress(hs->owner, hs, f);
     hs->delivered_seq = seq;
     uint64_t origin = cluster_origin_ns(ts_ms);
     for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {

@@ -2,21 +2,31 @@
  * deflate — permessage-deflate (RFC 7692) for one worker, on zlib.
  *
  * Out: a stream message is framed once per worker (hub); its compressed
- * form — the "twin", a complete frame with RSV1 — is built the first time
- * a connection that negotiated the extension needs it, attached to the
- * plain frame, and queued by reference for every such connection with the
- * same window size. No context takeover makes that valid: each message is
- * deflated on its own, so its bytes do not depend on what the connection
- * got before. Messages below compression_min_size, and those deflate would
- * not shrink, go plain. Replies (ack, pong, subscribed, errors) never come
- * here.
+ * forms — "twins", complete frames with RSV1 — hang off the plain frame
+ * and are queued by reference, so a compressed message costs one deflate
+ * per worker however many subscribers get it:
+ * - the context twin: while a stream has subscribers that allow context
+ *   takeover, the hub feeds each of its messages, in order, to the
+ *   stream's shared context (a deflate stream with a 4 KiB window that is
+ *   never reset), which may refer back to the stream's previous messages.
+ *   Those bytes are right for every connection whose client window ends
+ *   with the same messages: one that received the context's previous
+ *   message last, compressed, and at least as many bytes of the
+ *   context's messages in a row as the twin may refer back to. conn keeps
+ *   which message that was (pmd_last, pmd_run), so this is one compare.
+ * - the independent twin, one per window size: the message deflated on
+ *   its own, valid on any connection. A connection out of step with the
+ *   context (it just subscribed, resumed, or gets several streams
+ *   interleaved) gets this one, which also puts it back in step once it
+ *   holds enough of the stream in a row.
+ * Messages below compression_min_size, and those deflate would not
+ * shrink, go plain (outside any client window). Replies (ack, pong,
+ * subscribed, errors) never come here.
  *
  * In: a client message with RSV1 is inflated whole (wslay has assembled
  * its fragments), its inflated size bounded by max_message_size while
- * inflating, and checked to be UTF-8.
- *
- * One deflate stream per window size in use and one inflate stream serve
- * the whole worker; a connection holds no zlib state.
+ * inflating, and checked to be UTF-8. Clients keep no context
+ * (client_no_context_takeover), so one inflate stream serves the worker.
  */
 #ifndef WSGATE_DEFLATE_H
 #define WSGATE_DEFLATE_H
@@ -29,10 +39,28 @@
 /* Free the worker's streams (worker exit). */
 void deflate_worker_free(struct worker *w);
 
-/* The frame to queue for `c`: its compressed twin when c negotiated
- * permessage-deflate and f is a text message of at least
- * compression_min_size payload bytes that deflate shrinks; f otherwise
- * (also when memory runs out: the message then goes plain). Counts
+/* The twin chain's mark for the context twin (struct sendq_frame.wbits). */
+#define DEFLATE_TWIN_CONTEXT 0xff
+
+/* A stream's shared compression context in this worker. */
+struct deflate_context;
+
+/* Feed the text message in f (a stream's next message, in the order its
+ * subscribers get them) to the stream's context *ctx, made on first use,
+ * attaching the context twin to f. Not fed: messages below
+ * compression_min_size (they go plain). On a zlib or memory failure the
+ * context starts over and f goes without a context twin. */
+void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct sendq_frame *f);
+
+/* Free a stream's context (NULL: nothing). */
+void deflate_context_free(struct deflate_context *x);
+
+/* The frame to queue for `c`, to be queued next: the context twin when c
+ * allows context takeover and is in step with f's context; else its
+ * independent twin when c negotiated permessage-deflate and f is a text
+ * message of at least compression_min_size payload bytes that deflate
+ * shrinks; f otherwise (also when memory runs out: the message then goes
+ * plain). Notes what entered c's client window. Counts
  * websocket_compression_bytes_total{direction="out"}. */
 struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f);
 

@@ -196,6 +196,7 @@ static int handshake_extensions(struct conn *c, char *ext, size_t cap)
 {
     ext[0] = '\0';
     c->pmd_wbits = 0;
+    c->pmd_takeover = 0;
     if (!c->w->cfg.compression)
         return 0;
     char value[HTTP_HEAD_MAX];
@@ -209,8 +210,10 @@ static int handshake_extensions(struct conn *c, char *ext, size_t cap)
         handshake_refuse(c, 400, CONN_ERROR_HANDSHAKE, HANDSHAKE_WS_VERSION_HEADER, why);
         return -EINVAL;
     }
-    if (r > 0 && pmdeflate_response(&a, ext, cap) > 0)
+    if (r > 0 && pmdeflate_response(&a, ext, cap) > 0) {
         c->pmd_wbits = a.server_wbits;
+        c->pmd_takeover = a.server_takeover;
+    }
     return 0;
 }
 

@@ -66,6 +66,7 @@ void hub_close(struct worker *w)
         struct hub_stream *hs = w->hub.buckets[b];
         while (hs) {
             struct hub_stream *next = hs->next;
+            deflate_context_free(hs->pmd);
             free(hs);
             hs = next;
         }
@@ -139,6 +140,7 @@ static void hub_forget(struct worker *w, struct hub_stream *hs)
     if (*pp)
         *pp = hs->next;
     w->hub.streams--;
+    deflate_context_free(hs->pmd);
     free(hs);
 }
 
@@ -342,6 +344,8 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
                                "memory was full; its subscribers are told with a gap");
         log_end(&l);
     }
+    for (long i = 0; i < n; i++)
+        hub_frame_compress(w, hs, out[i].frame);
     for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
         struct conn *c = s->conn;
         if (c->closed || c->state != CONN_WS)
@@ -477,6 +481,8 @@ void hub_send_subscribed(struct conn *c, const struct hub_stream *hs, const char
 void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub)
 {
     sub->hs = hs;
+    sub->pmd_counted = sub->conn && sub->conn->pmd_takeover;
+    hs->pmd_subs += sub->pmd_counted;
     sub->stream_prev = NULL;
     sub->stream_next = hs->subs;
     if (hs->subs)
@@ -563,8 +569,8 @@ static int hub_local_subscribe(struct conn *c, struct hub_stream *hs,
     streamlog_unlock(st);
 
     sub->from_seq = last;
-    hub_link_stream(hs, sub);
     hub_link_conn(c, sub);
+    hub_link_stream(hs, sub);
 
     hub_send_subscribed(c, hs, epoch, last, a->has_since, recovered, a->id_json);
     if (gap_to)
@@ -611,6 +617,17 @@ void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub)
     if (sub->stream_next)
         sub->stream_next->stream_prev = sub->stream_prev;
     hs->nsubs--;
+    if (sub->pmd_counted && --hs->pmd_subs == 0) {
+        deflate_context_free(hs->pmd);
+        hs->pmd = NULL;
+    }
+    sub->pmd_counted = 0;
+}
+
+void hub_frame_compress(struct worker *w, struct hub_stream *hs, struct sendq_frame *f)
+{
+    if (hs->pmd_subs)
+        deflate_context_feed(w, &hs->pmd, f);
 }
 
 static void hub_unlink(struct worker *w, struct hub_sub *sub)

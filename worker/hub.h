@@ -106,6 +106,10 @@ struct hub_stream *hub_find(struct worker *w, const char *name, size_t len);
 void hub_link_stream(struct hub_stream *hs, struct hub_sub *sub);
 void hub_link_conn(struct conn *c, struct hub_sub *sub);
 void hub_unlink_stream(struct hub_stream *hs, struct hub_sub *sub);
+/* A live message of hs, framed once for the worker, about to go to its
+ * subscribers in seq order: compressed with the stream's shared context
+ * while some subscriber allows context takeover (deflate.h). */
+void hub_frame_compress(struct worker *w, struct hub_stream *hs, struct sendq_frame *f);
 /* Drop the frames kept for a subscription whose replay is on its way. */
 void hub_free_queue(struct hub_sub *sub);
 /* Free a subscription and what a pending cluster subscribe still holds. */

@@ -30,8 +30,13 @@ struct sendq_frame {
      * one per window size, chained through their own `twin`; each link
      * holds a reference. */
     struct sendq_frame *twin;
-    uint8_t wbits;          /* a compressed form: the window it was built for */
+    uint8_t wbits;          /* a compressed form: the window it was built for
+                               (DEFLATE_TWIN_CONTEXT: the stream's shared context) */
     uint16_t incompressible; /* bit w: deflate with window w does not shrink it */
+    /* Fed to its stream's shared context (deflate_context_feed); 0: not. */
+    uint32_t context_need;  /* bytes of the context's history it may refer to */
+    uint64_t context_id;    /* this message in the worker's context numbering */
+    uint64_t context_prev;  /* the message fed to the same context just before; 0: none */
     char bytes[];
 };
 
@@ -101,6 +106,7 @@ struct hub_sub;
 struct hub_pub;
 struct broker_set;
 struct sendq_frame;
+struct deflate_context;
 
 /* A client message waiting its turn: a large one is parsed on libuv's
  * thread pool meanwhile, and the connection is not read until its queue
@@ -215,6 +221,7 @@ struct conn {
     unsigned ip_counted : 1;        /* holds a count in the segment's per-IP table */
     unsigned in_message : 1;        /* inside wslay's message callback */
     unsigned zombie : 1;            /* closed, freed when its last parse completes */
+    unsigned pmd_takeover : 1;      /* permessage-deflate with server context takeover */
     uint64_t last_rx_ns;
     uint64_t last_ping_ns;          /* also the latest heartbeat ping's payload (rtt.h) */
     struct auth_grant *grant;       /* auth_mode jwt: what the token allows; NULL otherwise */
@@ -247,6 +254,10 @@ struct conn {
     uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
+    /* pmd_takeover: the compressed messages that last entered the client's
+     * window, as deflate.c's shared contexts know them (deflate.h). */
+    uint64_t pmd_last;              /* context id of the last one; 0: none known */
+    uint32_t pmd_run;               /* bytes of that context's messages, in a row, ending there */
 };
 
 /* One stream as this worker sees it: its local subscribers and how far
@@ -287,6 +298,8 @@ struct hub_stream {
     uint32_t nsubs;
     uint32_t name_len;
     uint64_t last_used_ns;
+    struct deflate_context *pmd;    /* shared compression context (deflate.h), while */
+    uint32_t pmd_subs;              /* this many subscribers allow context takeover */
     char name[STREAMLOG_NAME_MAX + 1];
     /* cluster mode */
     int broker;
@@ -308,6 +321,7 @@ struct hub_sub {
     /* cluster mode: the subscribe request until it is answered */
     uint8_t replaying;              /* live frames wait in `queued` */
     uint8_t has_since;
+    uint8_t pmd_counted;            /* counted in hs->pmd_subs */
     uint64_t since;
     char *epoch;
     char *id_json;

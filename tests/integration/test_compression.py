@@ -1,10 +1,15 @@
 """permessage-deflate (RFC 7692) with real clients: Python `websockets`
 (which offers it by default) publishing and receiving compressed ECG;
 every negotiation case from a raw socket; compressed frames read back
-with zlib at the negotiated window; RSV1 misuse (1002); decompression
-bombs (1009, bounded memory); corrupt data and bad UTF-8 (1007);
-subscribers with and without the extension on one stream receiving
-identical JSON; the config keys live on reload; the metrics."""
+with zlib at the negotiated window, by one inflate stream per connection
+(the server keeps a context unless told not to); the stream's shared
+context (the same bytes for every subscriber in step, smaller than
+messages compressed alone, never for a client that said
+server_no_context_takeover); RSV1 misuse (1002); decompression bombs
+(1009, bounded memory); corrupt data and bad UTF-8 (1007); subscribers
+with and without the extension, joining late, resuming and reading
+several streams at once, all receiving identical JSON; the config keys
+live on reload; the metrics."""
 import asyncio
 import json
 import random
@@ -18,7 +23,10 @@ from conftest import SLOW, metric
 import wsframes as wf
 
 EXT = "Sec-WebSocket-Extensions"
-ACCEPTED = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+# The server keeps a context (a 4 KiB window) unless the client says not
+# to or allows a smaller window; the client never keeps one.
+ACCEPTED = "permessage-deflate; client_no_context_takeover"
+NO_CONTEXT = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
@@ -55,10 +63,18 @@ def deflate_raw(data, wbits=15):
 
 
 def inflate_raw(payload, wbits):
-    """What a client with window `wbits` makes of a compressed message; a
-    fresh decompressor each time: no context takeover."""
+    """One compressed message on its own (a client without the server's
+    context: valid only for messages that refer to nothing before)."""
     d = zlib.decompressobj(-wbits)
     return d.decompress(payload + b"\x00\x00\xff\xff") + d.flush()
+
+
+def inflate_on(ws, payload, wbits):
+    """What the client of `ws` makes of a compressed message: one inflate
+    stream for the connection's whole life (RFC 7692 7.2.2)."""
+    if getattr(ws, "inflater", None) is None:
+        ws.inflater = zlib.decompressobj(-wbits)
+    return ws.inflater.decompress(payload + b"\x00\x00\xff\xff")
 
 
 def open_deflate(port, offer="permessage-deflate"):
@@ -66,9 +82,10 @@ def open_deflate(port, offer="permessage-deflate"):
     return ws
 
 
-def recv_data(ws, wbits=15, timeout=None, sizes=None):
+def recv_data(ws, wbits=15, timeout=None, sizes=None, raw=None):
     """Next data frame: (rsv, parsed JSON), inflated when RSV1 is set;
-    appends (bytes on the wire, bytes inflated) to `sizes` if given."""
+    appends (bytes on the wire, bytes inflated) to `sizes` and the
+    compressed payload to `raw` if given."""
     for _ in range(100):
         fin, rsv, op, payload = ws.recv_frame(timeout)
         if op in (wf.OP_PING, wf.OP_PONG):
@@ -76,7 +93,9 @@ def recv_data(ws, wbits=15, timeout=None, sizes=None):
         assert op == wf.OP_TEXT and fin, (op, fin, payload)
         wire = len(payload)
         if rsv & 4:
-            payload = inflate_raw(payload, wbits)
+            if raw is not None:
+                raw.append(payload)
+            payload = inflate_on(ws, payload, wbits)
         if sizes is not None:
             sizes.append((wire, len(payload)))
         return rsv, json.loads(payload)
@@ -154,13 +173,15 @@ def test_compressed_frames_on_the_wire(gw):
     (["permessage-deflate"], ACCEPTED),
     (["permessage-deflate; client_max_window_bits"], ACCEPTED),
     (["permessage-deflate; client_max_window_bits=10"], ACCEPTED),
-    (["permessage-deflate; server_no_context_takeover"], ACCEPTED),
+    (["permessage-deflate; server_no_context_takeover"], NO_CONTEXT),
     (["permessage-deflate; client_no_context_takeover"], ACCEPTED),
     (["permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
-      "client_max_window_bits"], ACCEPTED),
-    (["permessage-deflate; server_max_window_bits=10"], ACCEPTED + "; server_max_window_bits=10"),
+      "client_max_window_bits"], NO_CONTEXT),
+    # a window below the shared contexts' 4 KiB: no server context either
+    (["permessage-deflate; server_max_window_bits=10"], NO_CONTEXT + "; server_max_window_bits=10"),
+    (["permessage-deflate; server_max_window_bits=11"], NO_CONTEXT + "; server_max_window_bits=11"),
     (['permessage-deflate; server_max_window_bits="12"'], ACCEPTED + "; server_max_window_bits=12"),
-    (["permessage-deflate; server_max_window_bits=8"], ACCEPTED + "; server_max_window_bits=8"),
+    (["permessage-deflate; server_max_window_bits=8"], NO_CONTEXT + "; server_max_window_bits=8"),
     # declined offers: no extension
     (["permessage-deflate; server_max_window_bits"], None),
     (["permessage-deflate; server_max_window_bits=16"], None),
@@ -173,9 +194,9 @@ def test_compressed_frames_on_the_wire(gw):
     (["x-webkit-deflate-frame"], None),
     # several offers: the first acceptable one, in order, across header lines
     (["permessage-deflate; bogus, permessage-deflate; server_max_window_bits=11"],
-     ACCEPTED + "; server_max_window_bits=11"),
+     NO_CONTEXT + "; server_max_window_bits=11"),
     (["permessage-deflate; server_max_window_bits=9, permessage-deflate"],
-     ACCEPTED + "; server_max_window_bits=9"),
+     NO_CONTEXT + "; server_max_window_bits=9"),
     (["x-foo", "permessage-deflate; server_max_window_bits=13"],
      ACCEPTED + "; server_max_window_bits=13"),
 ])
@@ -415,6 +436,101 @@ def test_replay_is_compressed_too(gw):
         msgs = [recv_data(sub) for _ in sent]
         assert [r for r, _ in msgs] == [4] * 5
         assert [m["data"] for _, m in msgs] == sent
+
+
+# -- the stream's shared context --------------------------------------------
+
+def test_shared_context_same_bytes_for_subscribers_in_step(gw):
+    """Subscribers that allow context takeover get one compressed form of
+    each message, which refers back to the stream's previous messages:
+    the same bytes for all of them, smaller than each message alone. A
+    client that said server_no_context_takeover gets messages that each
+    read alone. Every one reads every message right."""
+    rng = random.Random(8)
+    offers = ["permessage-deflate", "permessage-deflate; server_max_window_bits=12",
+              "permessage-deflate; server_no_context_takeover"]
+    wbits = [15, 12, 15]
+    subs = [open_deflate(gw.port, o) for o in offers]
+    try:
+        assert [s.response.header(EXT) for s in subs] == [
+            ACCEPTED, ACCEPTED + "; server_max_window_bits=12", NO_CONTEXT]
+        for s, wb in zip(subs, wbits):
+            subscribe(s, "ctx", wb)
+        sent = [ecg_batch(i, rng) for i in range(40)]
+        with wf.open_ws(gw.port) as pub:
+            for i, d in enumerate(sent):
+                pub.request({"type": "publish", "stream": "ctx", "id": i, "data": d})
+        raws = [[], [], []]
+        for s, wb, raw in zip(subs, wbits, raws):
+            got = [recv_data(s, wb, raw=raw)[1]["data"] for _ in sent]
+            assert got == sent
+        shared, alone = raws[0], raws[2]
+        assert raws[1] == shared, "one compressed form for every subscriber in step"
+        assert sum(map(len, shared)) < 0.85 * sum(map(len, alone)), (
+            sum(map(len, shared)), sum(map(len, alone)))
+        # the shared form refers to earlier messages: most do not read alone
+        unreadable = 0
+        for p, d in zip(shared[1:], sent[1:]):
+            try:
+                unreadable += json.loads(inflate_raw(p, 15))["data"] != d
+            except (zlib.error, ValueError, UnicodeDecodeError):
+                unreadable += 1
+        assert unreadable > len(sent) // 2, unreadable
+        # without the server's context, each reads alone
+        assert [json.loads(inflate_raw(p, 15))["data"] for p in alone] == sent
+    finally:
+        for s in subs:
+            s.close_socket()
+
+
+def test_shared_context_late_resuming_and_multi_stream_subscribers(gw):
+    """Subscribers out of step with a stream's context — joining late,
+    resuming from history, reading two streams interleaved, skipping
+    small plain messages — read every message right, and a single-stream
+    one comes back in step: its frames become the shared bytes."""
+    rng = random.Random(9)
+    first = open_deflate(gw.port)
+    late = resumer = both = None
+    try:
+        subscribe(first, "a")
+        with wf.open_ws(gw.port) as pub:
+            def publish(stream, i, data):
+                assert pub.request({"type": "publish", "stream": stream, "id": i,
+                                    "data": data})["type"] == "ack"
+            sent_a = []
+            for i in range(10):
+                sent_a.append(ecg_batch(i, rng))
+                publish("a", i, sent_a[-1])
+            late = open_deflate(gw.port)
+            subscribe(late, "a")
+            resumer = open_deflate(gw.port)
+            resumer.send_json({"type": "subscribe", "stream": "a", "since": 3, "id": "r"})
+            assert recv_data(resumer)[1]["type"] == "subscribed"
+            both = open_deflate(gw.port)
+            subscribe(both, "a")
+            subscribe(both, "b")
+            sent_b = []
+            for i in range(10, 40):
+                sent_a.append({"small": i} if i % 7 == 0 else ecg_batch(i, rng))
+                publish("a", i, sent_a[-1])
+                if i % 2:
+                    sent_b.append(ecg_batch(100 + i, rng))
+                    publish("b", i, sent_b[-1])
+        raw_first, raw_late, raw_resumer = [], [], []
+        assert [recv_data(first, raw=raw_first)[1]["data"] for _ in sent_a] == sent_a
+        assert [recv_data(late, raw=raw_late)[1]["data"] for _ in sent_a[10:]] == sent_a[10:]
+        assert ([recv_data(resumer, raw=raw_resumer)[1]["data"] for _ in sent_a[3:]]
+                == sent_a[3:])
+        got = [recv_data(both)[1] for _ in range(len(sent_a) - 10 + len(sent_b))]
+        assert [m["data"] for m in got if m["stream"] == "a"] == sent_a[10:]
+        assert [m["data"] for m in got if m["stream"] == "b"] == sent_b
+        # back in step: the last messages are the very bytes `first` got
+        assert raw_late[-5:] == raw_first[-5:]
+        assert raw_resumer[-5:] == raw_first[-5:]
+    finally:
+        for s in (first, late, resumer, both):
+            if s:
+                s.close_socket()
 
 
 # -- config ---------------------------------------------------------------

@@ -3,8 +3,13 @@
  * (built once per window, valid RFC 7692 data that zlib reads back with
  * that window, RSV1 set, plain below compression_min_size, for
  * connections that did not negotiate and when deflate does not shrink the
- * message, counted) and inflating client messages (round trip, the
- * max_message_size bound, bombs, corrupt data, final blocks, UTF-8).
+ * message, counted); a stream's shared context (its twin shared by every
+ * connection in step, and every connection's client — a zlib inflate
+ * stream kept for the whole connection — reading every message right
+ * while connections join late, miss messages, get other streams' and
+ * plain messages in between, and the level changes); and inflating
+ * client messages (round trip, the max_message_size bound, bombs,
+ * corrupt data, final blocks, UTF-8).
  */
 #include <check.h>
 #include <errno.h>
@@ -310,6 +315,211 @@ START_TEST(inflate_rejects_bad_data)
 }
 END_TEST
 
+/* A frame as the hub builds it, around `n` payload bytes. */
+static struct sendq_frame *frame_of(const uint8_t *payload, size_t n)
+{
+    size_t h = n < 126 ? 2 : 4;
+    struct sendq_frame *f = sendq_frame_new(h + n);
+    f->bytes[0] = (char)0x81;
+    if (h == 2) {
+        f->bytes[1] = (char)n;
+    } else {
+        f->bytes[1] = 126;
+        f->bytes[2] = (char)(n >> 8);
+        f->bytes[3] = (char)n;
+    }
+    memcpy(f->bytes + h, payload, n);
+    return f;
+}
+
+/* Message k of a stream: an ECG-like batch (seq, a slowly moving trace
+ * with noise), or `kind` 1: random bytes deflate cannot shrink, 2: a
+ * message below compression_min_size. */
+static size_t stream_message(uint8_t *out, size_t cap, const char *stream, unsigned k, int kind)
+{
+    if (kind == 1) {
+        for (size_t i = 0; i < 700; i++)
+            out[i] = (uint8_t)random();
+        return 700;
+    }
+    size_t n = (size_t)snprintf((char *)out, cap, "{\"type\":\"message\",\"stream\":\"%s\",\"seq\":%u,\"data\":[", stream, k);
+    int samples = kind == 2 ? 3 : 80 + (int)(random() % 200);
+    for (int i = 0; i < samples; i++)
+        n += (size_t)snprintf((char *)out + n, cap - n, "%s%.3f", i ? "," : "",
+                              0.4 * ((k * 80 + (unsigned)i) % 300 < 40) + (random() % 50) / 1000.0);
+    n += (size_t)snprintf((char *)out + n, cap - n, "]}");
+    return n;
+}
+
+/* A client of one connection: one inflate stream for its whole life, as
+ * RFC 7692 has it when the server keeps its context. */
+struct client {
+    struct conn c;
+    z_stream inf;
+    unsigned compressed, from_context;
+};
+
+static void client_open(struct client *cl, uint8_t wbits, int takeover)
+{
+    memset(cl, 0, sizeof(*cl));
+    cl->c = conn_with(wbits);
+    cl->c.pmd_takeover = (unsigned)takeover;
+    ck_assert_int_eq(inflateInit2(&cl->inf, -(int)wbits), Z_OK);
+}
+
+/* Queue f to the client as deflate_frame_for picks, and check what the
+ * client reads is f's payload. */
+static void client_get(struct client *cl, struct sendq_frame *f)
+{
+    const uint8_t *want;
+    size_t wlen = payload(f, &want);
+    struct sendq_frame *t = deflate_frame_for(&cl->c, f);
+    const uint8_t *p;
+    size_t n = payload(t, &p);
+    if (!((uint8_t)t->bytes[0] & 0x40)) {
+        ck_assert_ptr_eq(t, f);
+        return;
+    }
+    cl->compressed++;
+    cl->from_context += t->wbits == DEFLATE_TWIN_CONTEXT;
+    static uint8_t in[70000], out[70000];
+    memcpy(in, p, n);
+    memcpy(in + n, "\x00\x00\xff\xff", 4);
+    cl->inf.next_in = in;
+    cl->inf.avail_in = (uInt)n + 4;
+    cl->inf.next_out = out;
+    cl->inf.avail_out = sizeof(out);
+    int r = inflate(&cl->inf, Z_SYNC_FLUSH);
+    ck_assert_msg(r == Z_OK, "inflate: %d (%s)", r, cl->inf.msg ? cl->inf.msg : "");
+    ck_assert_uint_eq(cl->inf.avail_in, 0);
+    ck_assert_uint_eq(sizeof(out) - cl->inf.avail_out, wlen);
+    ck_assert_mem_eq(out, want, wlen);
+}
+
+static void client_close(struct client *cl)
+{
+    inflateEnd(&cl->inf);
+}
+
+START_TEST(context_twin_shared_by_connections_in_step)
+{
+    struct deflate_context *ctx = NULL;
+    struct client a, b, solo;
+    client_open(&a, 15, 1);
+    client_open(&b, 12, 1);
+    client_open(&solo, 15, 0); /* server_no_context_takeover */
+    uint8_t msg[8192];
+    size_t wire = 0, alone = 0;
+    srandom(11);
+    for (unsigned k = 1; k <= 60; k++) {
+        struct sendq_frame *f = frame_of(msg, stream_message(msg, sizeof(msg), "s", k, 0));
+        deflate_context_feed(w, &ctx, f);
+        ck_assert_uint_ne(f->context_id, 0);
+        struct sendq_frame *ta = deflate_frame_for(&a.c, f);
+        struct sendq_frame *tb = deflate_frame_for(&b.c, f);
+        /* in step from the first message on: the same bytes */
+        ck_assert_ptr_eq(ta, tb);
+        ck_assert_uint_eq(ta->wbits, DEFLATE_TWIN_CONTEXT);
+        const uint8_t *p;
+        wire += payload(ta, &p);
+        /* never for a connection that said server_no_context_takeover */
+        struct sendq_frame *ts = deflate_frame_for(&solo.c, f);
+        ck_assert_uint_eq(ts->wbits, 15);
+        alone += payload(ts, &p);
+        sendq_frame_unref(f);
+    }
+    /* the point of it: smaller than each message compressed alone */
+    ck_assert_uint_lt(wire * 10, alone * 8);
+    deflate_context_free(ctx);
+    client_close(&a);
+    client_close(&b);
+    client_close(&solo);
+}
+END_TEST
+
+/* The promise: whatever happens between a connection and the context,
+ * its client reads every compressed message right. Connections join
+ * late, skip messages (a resume, another worker's turn), get other
+ * streams' messages and plain ones in between; a stream's context
+ * restarts at a level change. */
+START_TEST(every_client_reads_every_message_right)
+{
+    enum { CLIENTS = 8, MESSAGES = 400 };
+    struct deflate_context *ctx = NULL, *other = NULL;
+    struct client cl[CLIENTS];
+    static const uint8_t wb[CLIENTS] = {15, 12, 13, 15, 15, 12, 10, 15};
+    int joined[CLIENTS] = {0};
+    for (int i = 0; i < CLIENTS; i++)
+        client_open(&cl[i], wb[i], wb[i] >= 12 && i != 4);
+    uint8_t msg[8192];
+    srandom(5);
+    for (unsigned k = 1; k <= MESSAGES; k++) {
+        if (k == 200)
+            w->cfg.compression_level = 1;
+        int kind = random() % 23 == 0 ? 1 : random() % 11 == 0 ? 2 : 0;
+        struct sendq_frame *f = frame_of(msg, stream_message(msg, sizeof(msg), "s", k, kind));
+        deflate_context_feed(w, &ctx, f);
+        struct sendq_frame *g = NULL;
+        if (random() % 5 == 0) {
+            g = frame_of(msg, stream_message(msg, sizeof(msg), "t", k, 0));
+            if (random() % 2)
+                deflate_context_feed(w, &other, g);
+        }
+        for (int i = 0; i < CLIENTS; i++) {
+            /* client i joins at message 40 * i */
+            if (k < 40u * (unsigned)i)
+                continue;
+            joined[i] = 1;
+            if (i == 3 && random() % 4 == 0)
+                continue; /* misses this one */
+            if (g && (i % 2 == 1))
+                client_get(&cl[i], g);
+            client_get(&cl[i], f);
+        }
+        sendq_frame_unref(f);
+        if (g)
+            sendq_frame_unref(g);
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        ck_assert(joined[i]);
+        ck_assert_uint_gt(cl[i].compressed, 0);
+        /* those that may and stay in step mostly get the context's bytes */
+        if (cl[i].c.pmd_takeover && i % 2 == 0 && i != 3)
+            ck_assert_uint_gt(cl[i].from_context * 10, cl[i].compressed * 8);
+        if (!cl[i].c.pmd_takeover)
+            ck_assert_uint_eq(cl[i].from_context, 0);
+        client_close(&cl[i]);
+    }
+    /* interleaved with another stream or missing messages: back in step
+     * between them, sometimes */
+    ck_assert_uint_gt(cl[3].from_context, 0);
+    deflate_context_free(ctx);
+    deflate_context_free(other);
+}
+END_TEST
+
+START_TEST(messages_below_the_minimum_are_not_fed)
+{
+    struct deflate_context *ctx = NULL;
+    uint8_t msg[8192];
+    srandom(3);
+    struct sendq_frame *f = frame_of(msg, stream_message(msg, sizeof(msg), "s", 1, 2));
+    deflate_context_feed(w, &ctx, f);
+    ck_assert_ptr_null(ctx);
+    ck_assert_uint_eq(f->context_id, 0);
+    ck_assert_ptr_null(f->twin);
+    sendq_frame_unref(f);
+    f = frame_of(msg, stream_message(msg, sizeof(msg), "s", 2, 0));
+    deflate_context_feed(w, &ctx, f);
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_uint_eq(f->context_id, 1);
+    ck_assert_uint_eq(f->context_prev, 0);
+    ck_assert_uint_eq(f->context_need, 0);
+    sendq_frame_unref(f);
+    deflate_context_free(ctx);
+}
+END_TEST
+
 static Suite *deflate_suite(void)
 {
     Suite *s = suite_create("deflate");
@@ -319,6 +529,11 @@ static Suite *deflate_suite(void)
     tcase_add_test(tc, one_twin_per_window);
     tcase_add_test(tc, plain_when_not_worth_it);
     tcase_add_test(tc, level_change_applies);
+    tc = unit_tcase(s, "context");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, context_twin_shared_by_connections_in_step);
+    tcase_add_test(tc, every_client_reads_every_message_right);
+    tcase_add_test(tc, messages_below_the_minimum_are_not_fed);
     tc = unit_tcase(s, "in");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, inflate_round_trip);

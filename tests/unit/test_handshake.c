@@ -283,8 +283,22 @@ START_TEST(permessage_deflate_is_agreed_when_compression_is_on)
     feed_str(upgrade("/ws", "Sec-WebSocket-Extensions: x-other, permessage-deflate\r\n"));
     ck_assert_int_eq(status(), 101);
     ck_assert(has_line("\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                       "client_no_context_takeover\r\n\r\n"));
+    ck_assert_uint_eq(c->pmd_wbits, 15);
+    ck_assert_uint_eq(c->pmd_takeover, 1);
+}
+END_TEST
+
+START_TEST(permessage_deflate_without_server_context_when_the_client_says_so)
+{
+    w->cfg.compression = 1;
+    feed_str(upgrade("/ws", "Sec-WebSocket-Extensions: permessage-deflate; "
+                            "server_no_context_takeover\r\n"));
+    ck_assert_int_eq(status(), 101);
+    ck_assert(has_line("\r\nSec-WebSocket-Extensions: permessage-deflate; "
                        "server_no_context_takeover; client_no_context_takeover\r\n\r\n"));
     ck_assert_uint_eq(c->pmd_wbits, 15);
+    ck_assert_uint_eq(c->pmd_takeover, 0);
 }
 END_TEST
 
@@ -577,6 +591,7 @@ int main(void)
     tcase_add_test(tc, the_subprotocol_is_chosen_or_refused);
     tcase_add_test(tc, an_unknown_subprotocol_only_is_400);
     tcase_add_test(tc, permessage_deflate_is_agreed_when_compression_is_on);
+    tcase_add_test(tc, permessage_deflate_without_server_context_when_the_client_says_so);
     tcase_add_test(tc, permessage_deflate_is_ignored_when_compression_is_off);
     tcase_add_test(tc, a_malformed_extensions_header_is_400_and_minus_einval);
     TCase *refuse = unit_tcase(s, "refusals");

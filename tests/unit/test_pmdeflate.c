@@ -30,14 +30,40 @@ static const char *answer(const struct pmdeflate_agreement *a)
     return buf;
 }
 
-START_TEST(plain_offer_accepted_without_context_takeover)
+START_TEST(plain_offer_accepted_with_server_context_takeover)
 {
     struct pmdeflate_agreement a;
     ck_assert_int_eq(nego("permessage-deflate", &a), 1);
     ck_assert_uint_eq(a.server_wbits, 15);
     ck_assert_uint_eq(a.server_wbits_asked, 0);
+    ck_assert_uint_eq(a.server_takeover, 1);
+    /* the client keeps no context of its own, whatever it offered */
+    ck_assert_str_eq(answer(&a), "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_no_context_takeover\r\n");
+}
+END_TEST
+
+START_TEST(server_context_takeover_only_when_allowed_with_room)
+{
+    struct pmdeflate_agreement a;
+    ck_assert_int_eq(nego("permessage-deflate; server_no_context_takeover", &a), 1);
+    ck_assert_uint_eq(a.server_takeover, 0);
     ck_assert_str_eq(answer(&a), "Sec-WebSocket-Extensions: permessage-deflate; "
                                  "server_no_context_takeover; client_no_context_takeover\r\n");
+    /* the shared contexts' window is 2^PMDEFLATE_CONTEXT_WBITS */
+    ck_assert_int_eq(nego("permessage-deflate; server_max_window_bits=12", &a), 1);
+    ck_assert_uint_eq(a.server_takeover, 1);
+    ck_assert_str_eq(answer(&a), "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_no_context_takeover; server_max_window_bits=12\r\n");
+    ck_assert_int_eq(nego("permessage-deflate; server_max_window_bits=11", &a), 1);
+    ck_assert_uint_eq(a.server_takeover, 0);
+    ck_assert_int_eq(nego("permessage-deflate; server_max_window_bits=13; "
+                          "server_no_context_takeover",
+                          &a),
+                     1);
+    ck_assert_uint_eq(a.server_takeover, 0);
+    ck_assert_int_eq(nego("permessage-deflate; client_no_context_takeover", &a), 1);
+    ck_assert_uint_eq(a.server_takeover, 1);
 }
 END_TEST
 
@@ -190,7 +216,7 @@ END_TEST
 
 START_TEST(response_needs_room)
 {
-    struct pmdeflate_agreement a = {10, 1};
+    struct pmdeflate_agreement a = {10, 1, 0};
     char small[40];
     ck_assert_int_eq(pmdeflate_response(&a, small, sizeof(small)), -ENOSPC);
 }
@@ -200,7 +226,8 @@ static Suite *pmdeflate_suite(void)
 {
     Suite *s = suite_create("pmdeflate");
     TCase *tc = unit_tcase(s, "negotiate");
-    tcase_add_test(tc, plain_offer_accepted_without_context_takeover);
+    tcase_add_test(tc, plain_offer_accepted_with_server_context_takeover);
+    tcase_add_test(tc, server_context_takeover_only_when_allowed_with_room);
     tcase_add_test(tc, no_offer);
     tcase_add_test(tc, context_takeover_parameters);
     tcase_add_test(tc, server_max_window_bits);
