@@ -13,15 +13,22 @@
 
 #define DEFLATE_WBITS_MIN 8
 #define DEFLATE_WBITS_COUNT 8 /* 8..15 */
+/* After the streams for messages alone, the one for messages with their
+ * stream's previous message as dictionary. */
+#define DEFLATE_STREAM_CONTEXT DEFLATE_WBITS_COUNT
 /* zlib's default: 128 KiB of hash tables; the streams are per worker. */
 #define DEFLATE_MEM_LEVEL 8
+/* The context stream reads a dictionary and a message of a few KiB:
+ * 2048 hash heads (4 KiB to clear per message, not level 8's 64 KiB)
+ * and 1024-symbol blocks compress ECG batches within 0.3% of level 8. */
+#define DEFLATE_CONTEXT_MEM_LEVEL 4
 /* What RFC 7692 7.2.1 strips from the end of every compressed message
  * (the empty stored block of a sync flush), and 7.2.2 puts back. */
 static const uint8_t deflate_tail[4] = {0x00, 0x00, 0xff, 0xff};
 
 struct deflate_worker {
-    z_stream def[DEFLATE_WBITS_COUNT];
-    int def_level[DEFLATE_WBITS_COUNT]; /* 0: stream not initialised */
+    z_stream def[DEFLATE_WBITS_COUNT + 1];
+    int def_level[DEFLATE_WBITS_COUNT + 1]; /* 0: stream not initialised */
     z_stream inf;
     int inf_ready;
     uint8_t *scratch;                   /* deflate output before its exact-size frame */
@@ -41,7 +48,7 @@ void deflate_worker_free(struct worker *w)
     struct deflate_worker *d = w->deflate;
     if (!d)
         return;
-    for (int i = 0; i < DEFLATE_WBITS_COUNT; i++) {
+    for (int i = 0; i <= DEFLATE_STREAM_CONTEXT; i++) {
         if (d->def_level[i])
             deflateEnd(&d->def[i]);
     }
@@ -52,18 +59,14 @@ void deflate_worker_free(struct worker *w)
     w->deflate = NULL;
 }
 
-/* The stream for window `wbits` at `level`, ready for a new message.
- * zlib has no 256-byte raw window: for 8 the stream codes literals only
- * (Huffman-only), which refers to nothing before and so fits any window. */
-static z_stream *deflate_stream(struct deflate_worker *d, unsigned wbits, int level)
+/* Stream i of the worker at `level`, ready for a new message. */
+static z_stream *deflate_stream_at(struct deflate_worker *d, unsigned i, int zwbits, int mem_level,
+                                   int strategy, int level)
 {
-    unsigned i = wbits - DEFLATE_WBITS_MIN;
     z_stream *s = &d->def[i];
-    int strategy = wbits == 8 ? Z_HUFFMAN_ONLY : Z_DEFAULT_STRATEGY;
     if (!d->def_level[i]) {
         memset(s, 0, sizeof(*s));
-        int zw = wbits == 8 ? 9 : (int)wbits;
-        if (deflateInit2(s, level, Z_DEFLATED, -zw, DEFLATE_MEM_LEVEL, strategy) != Z_OK)
+        if (deflateInit2(s, level, Z_DEFLATED, -zwbits, mem_level, strategy) != Z_OK)
             return NULL;
         d->def_level[i] = level;
     } else if (d->def_level[i] != level) {
@@ -74,6 +77,16 @@ static z_stream *deflate_stream(struct deflate_worker *d, unsigned wbits, int le
         d->def_level[i] = level;
     }
     return s;
+}
+
+/* The stream for messages alone with window `wbits`. zlib has no
+ * 256-byte raw window: for 8 the stream codes literals only
+ * (Huffman-only), which refers to nothing before and so fits any window. */
+static z_stream *deflate_stream(struct deflate_worker *d, unsigned wbits, int level)
+{
+    int huffman = wbits == 8;
+    return deflate_stream_at(d, wbits - DEFLATE_WBITS_MIN, huffman ? 9 : (int)wbits,
+                             DEFLATE_MEM_LEVEL, huffman ? Z_HUFFMAN_ONLY : Z_DEFAULT_STRATEGY, level);
 }
 
 /* Payload offset and length of a frame this process built (unmasked). */
@@ -135,37 +148,20 @@ static void deflate_count(struct conn *c, int dir, uint64_t before, uint64_t aft
     segment_counter_add(&ctr->compression_bytes[dir][COMPRESSION_AFTER], after);
 }
 
-/* A stream's shared context: one deflate stream, never reset, fed every
- * message of the stream that goes compressed, in order. Its messages are
+/* A stream's shared context: the last message fed, whose text the next
+ * one is deflated against (as a preset dictionary). Messages fed are
  * numbered in the worker's context numbering, so a connection's pmd_last
  * can name one without a pointer that could be reused. */
 struct deflate_context {
-    z_stream s;
-    int level;          /* 0: zlib stream not initialised */
-    uint64_t last_id;   /* the message fed last; 0: none since (re)start */
-    uint32_t history;   /* bytes fed since (re)start, at most the window */
+    struct sendq_frame *prev; /* the message fed last (a reference); NULL: none */
 };
-
-#define DEFLATE_CONTEXT_WINDOW (1u << PMDEFLATE_CONTEXT_WBITS)
-/* 4 KiB of hash heads and 1024-symbol blocks: 0.3% larger output than
- * level 8's 128 KiB of tables on ECG batches; the context lives as long
- * as its stream has such subscribers, so its size counts per stream. */
-#define DEFLATE_CONTEXT_MEM_LEVEL 4
-
-static void deflate_context_restart(struct deflate_context *x)
-{
-    if (x->level)
-        deflateEnd(&x->s);
-    x->level = 0;
-    x->last_id = 0;
-    x->history = 0;
-}
 
 void deflate_context_free(struct deflate_context *x)
 {
     if (!x)
         return;
-    deflate_context_restart(x);
+    if (x->prev)
+        sendq_frame_unref(x->prev);
     free(x);
 }
 
@@ -183,59 +179,49 @@ void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct
     if (!*ctx && !(*ctx = calloc(1, sizeof(**ctx))))
         return;
     struct deflate_context *x = *ctx;
-    int level = (int)w->cfg.compression_level;
-    /* A new level (reload) starts a new context rather than mixing two. */
-    if (x->level && x->level != level)
-        deflate_context_restart(x);
-    if (!x->level) {
-        memset(&x->s, 0, sizeof(x->s));
-        if (deflateInit2(&x->s, level, Z_DEFLATED, -PMDEFLATE_CONTEXT_WBITS,
-                         DEFLATE_CONTEXT_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
-            return;
-        x->level = level;
+    z_stream *s = deflate_stream_at(d, DEFLATE_STREAM_CONTEXT, PMDEFLATE_CONTEXT_WBITS,
+                                    DEFLATE_CONTEXT_MEM_LEVEL, Z_DEFAULT_STRATEGY,
+                                    (int)w->cfg.compression_level);
+    size_t clen = 0;
+    if (s) {
+        size_t dlen = 0;
+        /* zlib keeps the dictionary's last 4 KiB (the window): no more
+         * than a client holds of that message if it got it last. */
+        size_t doff = x->prev ? deflate_frame_payload(x->prev, &dlen) : 0;
+        if (!dlen || deflateSetDictionary(s, (const Bytef *)x->prev->bytes + doff,
+                                          (uInt)dlen) == Z_OK)
+            clen = deflate_message(d, s, (const uint8_t *)f->bytes + hlen, plen);
+        deflateReset(s);
     }
-    size_t clen = deflate_message(d, &x->s, (const uint8_t *)f->bytes + hlen, plen);
-    if (!clen) {
-        /* What zlib holds no longer matches any client's window. */
-        deflate_context_restart(x);
-        return;
-    }
-    /* Fed, with or without its twin: the history now holds it, and a
-     * connection that gets it another way is in step just the same. */
+    uint64_t prev_id = x->prev ? x->prev->context_id : 0;
+    if (x->prev)
+        sendq_frame_unref(x->prev);
+    x->prev = NULL;
+    if (!clen)
+        return; /* no twin; the next message starts a new chain */
     f->context_id = ++d->context_ids;
-    f->context_prev = x->last_id;
-    f->context_need = x->history;
-    x->last_id = f->context_id;
-    x->history = plen >= DEFLATE_CONTEXT_WINDOW - x->history ? DEFLATE_CONTEXT_WINDOW
-                                                             : x->history + (uint32_t)plen;
+    f->context_prev = prev_id;
+    /* Even when it did not shrink: a connection in step stays in step. */
     deflate_twin_attach(d, f, clen, DEFLATE_TWIN_CONTEXT);
+    f->refs++;
+    x->prev = f;
 }
 
-/* What entered c's client window with f compressed: f's bytes follow the
- * run when f comes right after the run's last message in f's context,
- * else they start one; a message no context holds ends any run. */
-static void deflate_note_window(struct conn *c, const struct sendq_frame *f, size_t plen)
+/* What entered c's client window with f compressed: f's context message
+ * (its whole text), or one no context knows. */
+static void deflate_note_window(struct conn *c, const struct sendq_frame *f)
 {
-    if (!c->pmd_takeover)
-        return;
-    if (!f->context_id) {
-        c->pmd_last = 0;
-        c->pmd_run = 0;
-        return;
-    }
-    uint64_t run = f->context_prev && c->pmd_last == f->context_prev ? c->pmd_run + (uint64_t)plen
-                                                                      : plen;
-    c->pmd_run = run > UINT32_MAX ? UINT32_MAX : (uint32_t)run;
-    c->pmd_last = f->context_id;
+    if (c->pmd_takeover)
+        c->pmd_last = f->context_id;
 }
 
-/* f's context twin when c's client window ends as f's context does, as
- * far back as the twin may refer; NULL otherwise. */
+/* f's context twin when c's client window ends with the message f was
+ * deflated against (or f was deflated against nothing); NULL otherwise. */
 static struct sendq_frame *deflate_context_twin(const struct conn *c, const struct sendq_frame *f)
 {
     if (!c->pmd_takeover || !f->context_id)
         return NULL;
-    if (f->context_need && (c->pmd_last != f->context_prev || c->pmd_run < f->context_need))
+    if (f->context_prev && c->pmd_last != f->context_prev)
         return NULL;
     for (struct sendq_frame *t = f->twin; t; t = t->twin) {
         if (t->wbits == DEFLATE_TWIN_CONTEXT)
@@ -284,7 +270,7 @@ struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f)
             return f;
         }
     }
-    deflate_note_window(c, f, plen);
+    deflate_note_window(c, f);
     deflate_count(c, COMPRESSION_OUT, plen, deflate_frame_length(t));
     return t;
 }

@@ -7,18 +7,17 @@
  * per worker however many subscribers get it:
  * - the context twin: while a stream has subscribers that allow context
  *   takeover, the hub feeds each of its messages, in order, to the
- *   stream's shared context (a deflate stream with a 4 KiB window that is
- *   never reset), which may refer back to the stream's previous messages.
+ *   stream's shared context, which deflates it with the stream's previous
+ *   message as preset dictionary: the message refers back to the one
+ *   before, where ECG batches repeat nearly everything but their samples.
  *   Those bytes are right for every connection whose client window ends
- *   with the same messages: one that received the context's previous
- *   message last, compressed, and at least as many bytes of the
- *   context's messages in a row as the twin may refer back to. conn keeps
- *   which message that was (pmd_last, pmd_run), so this is one compare.
+ *   with that previous message — one that got it last, compressed. conn
+ *   keeps which message that was (pmd_last), so this is one compare.
  * - the independent twin, one per window size: the message deflated on
  *   its own, valid on any connection. A connection out of step with the
  *   context (it just subscribed, resumed, or gets several streams
- *   interleaved) gets this one, which also puts it back in step once it
- *   holds enough of the stream in a row.
+ *   interleaved) gets this one, which also puts it back in step: the
+ *   stream's next message can refer to it.
  * Messages below compression_min_size, and those deflate would not
  * shrink, go plain (outside any client window). Replies (ack, pong,
  * subscribed, errors) never come here.

@@ -34,9 +34,8 @@ struct sendq_frame {
                                (DEFLATE_TWIN_CONTEXT: the stream's shared context) */
     uint16_t incompressible; /* bit w: deflate with window w does not shrink it */
     /* Fed to its stream's shared context (deflate_context_feed); 0: not. */
-    uint32_t context_need;  /* bytes of the context's history it may refer to */
     uint64_t context_id;    /* this message in the worker's context numbering */
-    uint64_t context_prev;  /* the message fed to the same context just before; 0: none */
+    uint64_t context_prev;  /* the message it was deflated against; 0: none */
     char bytes[];
 };
 
@@ -254,10 +253,8 @@ struct conn {
     uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
-    /* pmd_takeover: the compressed messages that last entered the client's
-     * window, as deflate.c's shared contexts know them (deflate.h). */
-    uint64_t pmd_last;              /* context id of the last one; 0: none known */
-    uint32_t pmd_run;               /* bytes of that context's messages, in a row, ending there */
+    uint64_t pmd_last;              /* pmd_takeover: the message that last entered the client's
+                                       window, as a context id (deflate.h); 0: none known */
 };
 
 /* One stream as this worker sees it: its local subscribers and how far

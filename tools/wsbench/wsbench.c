@@ -33,8 +33,10 @@
  * --payload ecg publishes tools/ecg-sim's shape (12 leads x 10 samples,
  * millivolts with 3 decimals and noise) instead of the compressible
  * letter padding; --deflate offers permessage-deflate (RFC 7692) on every
- * connection and inflates what arrives compressed (the server sends
- * without context takeover, so one inflate stream serves all clients).
+ * connection and inflates what arrives compressed, with one inflate stream
+ * per connection kept from message to message as real clients do (the
+ * server may keep its context); --deflate-alone offers it with
+ * server_no_context_takeover, so every message is compressed on its own.
  * Wire bytes per delivered message are reported either way.
  *
  * Only loopback addresses are accepted as --host: this is a local benchmark,
@@ -149,6 +151,7 @@ typedef struct bench_opts {
     long pid;          /* 0: no server measurement */
     bool json_only;
     bool deflate;         /* offer permessage-deflate */
+    bool deflate_alone;   /* ... with server_no_context_takeover */
     bool ecg;             /* --payload ecg */
 } bench_opts;
 
@@ -174,6 +177,8 @@ struct bench_client {
     bool close_sent;
     uint8_t frag_op;      /* opcode of the fragmented message being assembled, 0: none */
     bool frag_rsv1;       /* ... and it is compressed */
+    z_stream *inf;        /* --deflate: this connection's inflate stream, from its first
+                             compressed message on */
     char accept[29];      /* expected Sec-WebSocket-Accept */
 
     uint8_t *rbuf;        /* bytes of an incomplete head/frame */
@@ -280,9 +285,7 @@ static struct bench {
     uint64_t bytes_sent, bytes_received;
     uint64_t bytes_received_start, bytes_received_end; /* at the measurement window's ends */
     uint64_t compressed_msgs;
-    z_stream inf;         /* --deflate: one stream, reset per message */
-    bool inf_ready;
-    uint8_t *inf_buf;
+    uint8_t *inf_buf;     /* --deflate: what the last compressed message inflated to */
     size_t inf_cap;
     bench_hist lat, ack_lat;
 
@@ -844,6 +847,11 @@ static void client_on_closed(uv_handle_t *h)
     free(c->frag);
     c->frag = NULL;
     c->frag_len = 0;
+    if (c->inf) {
+        inflateEnd(c->inf);
+        free(c->inf);
+        c->inf = NULL;
+    }
     bench.open_handles--;
     if (bench.phase == PH_CLOSE && bench.open_handles == 0)
         bench_finish();
@@ -1155,21 +1163,22 @@ static void client_on_close_frame(bench_client *c, const uint8_t *p, size_t len)
 
 /* Handles one complete frame. */
 /* --deflate: a compressed message (RFC 7692 7.2.2: the 4-byte tail put
- * back, no context kept). *out points into bench.inf_buf. */
+ * back; the connection's window kept for the next one, which may refer
+ * to it). *out points into bench.inf_buf. */
 static bool bench_inflate(bench_client *c, const uint8_t *p, size_t len, const uint8_t **out,
                           size_t *outlen)
 {
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
-    z_stream *z = &bench.inf;
-    if (!bench.inf_ready) {
-        if (inflateInit2(z, -15) != Z_OK) {
+    if (!c->inf) {
+        c->inf = calloc(1, sizeof(*c->inf));
+        if (!c->inf || inflateInit2(c->inf, -15) != Z_OK) {
+            free(c->inf);
+            c->inf = NULL;
             client_fail(c, "out of memory");
             return false;
         }
-        bench.inf_ready = true;
-    } else {
-        inflateReset(z);
     }
+    z_stream *z = c->inf;
     size_t have = 0;
     bool tail_fed = false;
     z->next_in = (Bytef *)p;
@@ -1579,8 +1588,11 @@ static void client_on_connect(uv_connect_t *req, int status)
                      "%s"
                      "\r\n",
                      bench.host_header, key,
-                     bench.opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-                                       : "");
+                     !bench.opt.deflate ? ""
+                     : bench.opt.deflate_alone
+                         ? "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                           "client_max_window_bits\r\n"
+                         : "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
     c->state = CS_HANDSHAKE;
     bench_write *w = bench_write_new(c, (size_t)n);
     memcpy(w->data, reqbuf, (size_t)n);
@@ -2025,7 +2037,9 @@ static void bench_report(void)
                 fprintf(stderr, "  %-22s %.1f received per delivered message%s (%" PRIu64 " compressed messages)\n",
                         "wire bytes",
                         (double)(bench.bytes_received_end - bench.bytes_received_start) / bench.delivered_window,
-                        o->deflate ? ", permessage-deflate" : "", bench.compressed_msgs);
+                        !o->deflate ? "" : o->deflate_alone ? ", permessage-deflate, each alone"
+                                                            : ", permessage-deflate",
+                        bench.compressed_msgs);
             bench_human_hist("latency us", &bench.lat);
             if (o->scenario == SC_WARD)
                 bench_human_hist("ack latency us", &bench.ack_lat);
@@ -2183,6 +2197,8 @@ static void usage(FILE *f)
             "  --payload KIND     fanout, ward: pad (300 letters, default) or ecg (a 12-lead,\n"
             "                     10-sample batch shaped like tools/ecg-sim's)\n"
             "  --deflate          offer permessage-deflate on every connection (fails if declined)\n"
+            "  --deflate-alone    the same with server_no_context_takeover: each message\n"
+            "                     compressed on its own\n"
             "  --json-only        no human table or progress on stderr\n"
             "  --help\n"
             "\n"
@@ -2259,7 +2275,7 @@ static int bench_parse_args(int argc, char **argv)
     o->rate = -1;
 
     enum { OPT_HOST = 256, OPT_PORT, OPT_SUB_PORTS, OPT_DURATION, OPT_CONNECTIONS, OPT_STREAMS, OPT_SUBSCRIBERS, OPT_RATE,
-           OPT_PID, OPT_WARMUP, OPT_JSON_ONLY, OPT_DEFLATE, OPT_PAYLOAD, OPT_HELP };
+           OPT_PID, OPT_WARMUP, OPT_JSON_ONLY, OPT_DEFLATE, OPT_DEFLATE_ALONE, OPT_PAYLOAD, OPT_HELP };
     static const struct option longopts[] = {
         { "host", required_argument, NULL, OPT_HOST },
         { "port", required_argument, NULL, OPT_PORT },
@@ -2273,6 +2289,7 @@ static int bench_parse_args(int argc, char **argv)
         { "warmup", required_argument, NULL, OPT_WARMUP },
         { "json-only", no_argument, NULL, OPT_JSON_ONLY },
         { "deflate", no_argument, NULL, OPT_DEFLATE },
+        { "deflate-alone", no_argument, NULL, OPT_DEFLATE_ALONE },
         { "payload", required_argument, NULL, OPT_PAYLOAD },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
@@ -2337,6 +2354,7 @@ static int bench_parse_args(int argc, char **argv)
             break;
         case OPT_JSON_ONLY: o->json_only = true; break;
         case OPT_DEFLATE: o->deflate = true; break;
+        case OPT_DEFLATE_ALONE: o->deflate = o->deflate_alone = true; break;
         case OPT_PAYLOAD:
             if (strcmp(optarg, "ecg") == 0)
                 o->ecg = true;
@@ -2517,12 +2535,14 @@ static void bench_free(void)
         free(bench.clients[i].ack_ring);
         free(bench.clients[i].rbuf);
         free(bench.clients[i].frag);
+        if (bench.clients[i].inf) {
+            inflateEnd(bench.clients[i].inf);
+            free(bench.clients[i].inf);
+        }
     }
     free(bench.clients);
     free(bench.streams);
     free(bench.pubs);
-    if (bench.inf_ready)
-        inflateEnd(&bench.inf);
     free(bench.inf_buf);
 }
 
