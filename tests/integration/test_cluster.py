@@ -152,6 +152,48 @@ def test_three_replicas_one_sequence(gateway_factory, redis_factory):
     assert metric(b.metrics(), "websocket_broker_up", connection="subscription") == 1
 
 
+def test_compressed_stream_across_replicas_with_a_resume(gateway_factory, redis_factory):
+    """ECG-sized messages reach `websockets` subscribers (which offer
+    permessage-deflate, the server keeping its context) on two replicas
+    compressed against each previous message; one resumes on another
+    replica from Redis's history mid-stream and still reads every message
+    right."""
+    r = redis_factory()
+    a, b, c = (gateway_factory(cluster_config(r.url)) for _ in range(3))
+    data = [{"k": k, "leads": {lead: [round(0.001 * ((k * 37 + i * 11) % 900), 3)
+                                      for i in range(10)] for lead in ("I", "II", "III", "V1")}}
+            for k in range(60)]
+
+    async def go():
+        subs = [(await subscribe(gw.ws_url, "patient/3/ecg"))[0] for gw in (b, b, c)]
+        mover, first = await subscribe(b.ws_url, "patient/3/ecg")
+        async with websockets.connect(a.ws_url, open_timeout=10 * SLOW) as pub:
+            for k in range(30):
+                reply = await ws_request(pub, {"type": "publish", "stream": "patient/3/ecg",
+                                               "id": k, "data": data[k]})
+                assert reply["type"] == "ack", reply
+            got = await receive(mover, 12)
+            await mover.close()
+            moved, again = await subscribe(c.ws_url, "patient/3/ecg", since=got[-1]["seq"],
+                                           epoch=first["epoch"])
+            assert again["recovered"] is True, again
+            for k in range(30, 60):
+                reply = await ws_request(pub, {"type": "publish", "stream": "patient/3/ecg",
+                                               "id": k, "data": data[k]})
+                assert reply["type"] == "ack", reply
+        for ws in subs:
+            assert [m["data"] for m in await receive(ws, 60)] == data
+            await ws.close()
+        assert [m["data"] for m in await receive(moved, 48)] == data[12:]
+        await moved.close()
+    asyncio.run(go())
+    for gw in (b, c):
+        m = gw.metrics()
+        before = metric(m, "websocket_compression_bytes_total", direction="out", stage="before")
+        after = metric(m, "websocket_compression_bytes_total", direction="out", stage="after")
+        assert before > 0 and after < before / 3, (before, after)
+
+
 def test_streams_shard_across_two_redis(gateway_factory, redis_factory):
     r1, r2 = redis_factory(), redis_factory()
     a = gateway_factory(cluster_config(r1.url, r2.url))
