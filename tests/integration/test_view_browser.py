@@ -14,6 +14,9 @@ test so it knows exactly what was published:
 - a stream stopped for 3 s shows NO SIGNAL; a stream whose history was
   outrun while the browser was away shows a gap mark (red pixels) and
   counts exactly the lost seqs;
+- a one-patient wall reads every seq from messages deflated against the
+  previous one (the server's compression context), under a third of the
+  JSON on the wire;
 - 16 patients: time from page load to the first drawn sample, and the
   renderer's main-thread busy time from Chromium's own Performance
   metrics, written to view-metrics.json (measured, not asserted).
@@ -329,6 +332,32 @@ def test_wall_draws_every_seq_and_survives_a_worker_kill(browser, gateway, tmp_p
     after = metric(m, "websocket_compression_bytes_total", direction="out", stage="after")
     plain = metric(m, "websocket_compression_bytes_total", direction="out", stage="before")
     assert 0 < after < plain, (after, plain)
+
+
+def test_one_patient_wall_inflates_messages_that_refer_back(browser, gateway_factory, tmp_path):
+    """A wall of one patient is a connection on one stream: the gateway
+    keeps its context for it and sends each batch deflated against the
+    previous one (PROTOCOL.md 10). Chromium's own inflater must read every
+    seq, and the bytes on the wire are under a third of the JSON."""
+    gw = gateway_factory(config={"workers": 1})
+    streams = streams_of(1, first=31)
+    open_wall(browser, gw, streams)
+    pub = Publisher(gw, streams)
+    try:
+        time.sleep(3)
+    finally:
+        pub.stop()
+    p = wait_caught_up(browser, pub, streams)[streams[0]]
+    assert p["firstSeq"] == "1" and int(p["received"]) == pub.count[streams[0]] > 100, p
+    assert p["gaps"] == "0" and p["state"] == "live", p
+    assert_waveform(canvas_pixels(browser, 0), 2.5)
+    logs, csp = console_problems(browser)
+    assert logs == [] and csp == [], (logs, csp)
+    m = gw.metrics()
+    after = metric(m, "websocket_compression_bytes_total", direction="out", stage="after")
+    plain = metric(m, "websocket_compression_bytes_total", direction="out", stage="before")
+    print(f"one-patient wall: {after / plain:.3f} of the JSON on the wire")
+    assert 0 < after < plain / 3, (after, plain)
 
 
 def test_no_signal_and_gap_mark(browser, gateway_factory, tmp_path):
