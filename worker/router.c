@@ -22,7 +22,7 @@
 /* At most one log line per connection per this long about refused
  * requests (the rest are counted in the next line), so a hostile client
  * cannot flood the logs. */
-#define ROUTER_REFUSAL_LOG_NS (10ull * 1000000000ull)
+#define ROUTER_REFUSAL_LOG_S 10
 
 /* Append `"id":<value>` when the request had an id: the request's own
  * bytes (router_raw_id), so any JSON value comes back exactly as sent. */
@@ -89,8 +89,10 @@ void router_reply_ack(struct conn *c, const char *id_json, const char *stream, s
  * never the token or the payload. */
 static void router_log_refusal(struct conn *c, enum segment_refusal code, const char *what)
 {
-    uint64_t now = clock_now_ns();
-    if (c->refusal_log_ns && now - c->refusal_log_ns < ROUTER_REFUSAL_LOG_NS) {
+    /* Seconds of the monotonic clock, which starts at boot: 0 only in
+     * its first second, never again for 136 years. */
+    uint32_t now = (uint32_t)(clock_now_ns() / 1000000000ull);
+    if (c->refusal_log_s && now - c->refusal_log_s < ROUTER_REFUSAL_LOG_S) {
         c->refusals_unlogged++;
         return;
     }
@@ -101,7 +103,7 @@ static void router_log_refusal(struct conn *c, enum segment_refusal code, const 
     if (c->refusals_unlogged)
         log_int(&l, "refusals_not_logged", c->refusals_unlogged);
     log_end(&l);
-    c->refusal_log_ns = now;
+    c->refusal_log_s = now ? now : 1;
     c->refusals_unlogged = 0;
 }
 

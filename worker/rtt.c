@@ -26,10 +26,12 @@ void rtt_pong(struct conn *c, const uint8_t *payload, size_t len, uint64_t now_n
     if (sent != c->last_ping_ns || now_ns < sent)
         return;
     c->ping_outstanding = 0;
-    c->rtt_ns = now_ns - sent;
-    if (c->rtt_ns == 0)
-        c->rtt_ns = 1; /* 0 means "none yet" */
-    segment_observe_rtt(&c->w->slot->counters, c->rtt_ns);
+    uint64_t rtt_ns = now_ns - sent;
+    /* Kept in µs (a connection's bytes count 10,000 times over); the
+     * histogram gets the nanoseconds. 0 means "none yet". */
+    uint64_t us = rtt_ns / 1000;
+    c->rtt_us = us == 0 ? 1 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    segment_observe_rtt(&c->w->slot->counters, rtt_ns);
 }
 
 void rtt_sweep(struct worker *w, uint64_t now_ns)
@@ -41,12 +43,12 @@ void rtt_sweep(struct worker *w, uint64_t now_ns)
     const struct conn *top[SEGMENT_RTT_TOP];
     uint32_t n = 0;
     for (const struct conn *c = w->conns; c; c = c->next) {
-        if (c->closed || c->state != CONN_WS || !c->rtt_ns)
+        if (c->closed || c->state != CONN_WS || !c->rtt_us)
             continue;
-        if (n == SEGMENT_RTT_TOP && c->rtt_ns <= top[n - 1]->rtt_ns)
+        if (n == SEGMENT_RTT_TOP && c->rtt_us <= top[n - 1]->rtt_us)
             continue;
         uint32_t i = n < SEGMENT_RTT_TOP ? n++ : n - 1;
-        for (; i > 0 && top[i - 1]->rtt_ns < c->rtt_ns; i--)
+        for (; i > 0 && top[i - 1]->rtt_us < c->rtt_us; i--)
             top[i] = top[i - 1];
         top[i] = c;
     }
@@ -54,7 +56,7 @@ void rtt_sweep(struct worker *w, uint64_t now_ns)
     memset(e, 0, sizeof(e));
     for (uint32_t i = 0; i < n; i++) {
         e[i].conn_id = top[i]->id;
-        e[i].rtt_ns = top[i]->rtt_ns;
+        e[i].rtt_ns = (uint64_t)top[i]->rtt_us * 1000;
         e[i].unsent_bytes = top[i]->out ? top[i]->out->bytes : 0;
         e[i].subscriptions = top[i]->nsubs;
         iptable_format(top[i]->ip, top[i]->port, e[i].remote, sizeof(e[i].remote));

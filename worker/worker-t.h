@@ -228,7 +228,6 @@ struct conn {
                                        back once empty and quiet: an idle connection has none */
     struct session_live *live;      /* from the upgrade on, while the client talks */
     struct tlsconn *tls;            /* NULL: plain TCP */
-    uint64_t rtt_ns;                /* last heartbeat round trip, 0 = none yet */
     /* The rest is read when something happens on the connection. */
     const struct app_ops *app;      /* CONN_WS on: set before the first message */
     struct conn *prev;              /* worker's list of all connections */
@@ -250,7 +249,9 @@ struct conn {
     struct hub_pub *pubs;           /* publishes waiting for the broker */
     uint32_t nsubs;
     uint32_t parsing;               /* messages of this connection on the thread pool */
-    uint64_t refusal_log_ns;        /* last refusal logged (one line per 10 s at most) */
+    uint32_t rtt_us;                /* last heartbeat round trip (µs, at least 1), 0 = none yet */
+    uint32_t refusal_log_s;         /* last refusal logged, monotonic seconds (one line per
+                                       10 s at most); 0 = none */
     const char *close_detail;       /* why we closed, for the disconnect log (static text) */
     uint8_t ip[16];                 /* peer address, IPv4 as ::ffff:a.b.c.d */
     uint64_t pmd_last;              /* pmd_takeover: the message that last entered the client's

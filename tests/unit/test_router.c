@@ -14,6 +14,8 @@
 #include "router.c"
 
 #include <check.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "unit.h"
@@ -269,6 +271,51 @@ START_TEST(the_rate_limit_refuses_then_closes)
 }
 END_TEST
 
+/* What the log wrote to stderr while `fn` ran, and how many lines. */
+static int captured_log_lines(void (*fn)(void), char *out, size_t cap)
+{
+    fflush(stderr);
+    FILE *tmp = tmpfile();
+    ck_assert_ptr_nonnull(tmp);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    fn();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, cap - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += out[i] == '\n';
+    return lines;
+}
+
+static void five_refused_subscribes(void)
+{
+    for (int i = 0; i < 5; i++)
+        handle("{\"type\":\"subscribe\",\"stream\":\"s\"}");
+}
+
+START_TEST(refusals_are_logged_once_per_ten_seconds_and_counted)
+{
+    log_configure(LOG_FORMAT_JSON, LOG_WARN);
+    hub_answer = -EMLINK;
+    char out[4096];
+    ck_assert_int_eq(captured_log_lines(five_refused_subscribes, out, sizeof(out)), 1);
+    ck_assert_ptr_nonnull(strstr(out, "\"code\":\"capacity\""));
+    ck_assert_ptr_null(strstr(out, "refusals_not_logged"));
+    ck_assert_int_eq(nsent, 5); /* every one answered */
+    /* ten seconds on, the next line says how many went unlogged */
+    c->refusal_log_s -= ROUTER_REFUSAL_LOG_S;
+    nsent = 0;
+    ck_assert_int_eq(captured_log_lines(five_refused_subscribes, out, sizeof(out)), 1);
+    ck_assert_ptr_nonnull(strstr(out, "\"refusals_not_logged\":4"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("router");
@@ -281,5 +328,6 @@ int main(void)
     tcase_add_test(tc, subscribe_and_unsubscribe_reach_the_hub);
     tcase_add_test(tc, malformed_requests_never_reach_the_hub);
     tcase_add_test(tc, the_rate_limit_refuses_then_closes);
+    tcase_add_test(tc, refusals_are_logged_once_per_ten_seconds_and_counted);
     return unit_run(s);
 }
