@@ -531,6 +531,71 @@ def streamlog_seeds():
     }
 
 
+# ------------------------------------------------- stream contexts (deflate)
+#
+# fuzz_deflate_context input: a program of two-byte instructions (see
+# fuzz_deflate_context.c); a publish is followed by its body.
+
+def ctx_publish(stream, body, repeat=0):
+    """Stream 0..2 gets envelope + body * (1 + 9 * repeat), repeat 0..7."""
+    assert 1 <= len(body) <= 64
+    return bytes([stream | (repeat << 5), len(body) - 1]) + body
+
+
+def ctx_subscribe(client, stream):
+    """Toggles: subscribes, or leaves when already subscribed."""
+    return bytes([3 | (client << 3), stream])
+
+
+def ctx_skip(client):
+    return bytes([4 | (client << 3), 0])
+
+
+def ctx_level(level):
+    return bytes([5, level - 1])
+
+
+def ctx_min_size(n):
+    return bytes([6, n // 4])
+
+
+def ctx_reconnect(client):
+    return bytes([7 | (client << 3), 0])
+
+
+def ecg_body(k):
+    return json.dumps([round(0.3 + 0.001 * ((k * 37 + i * 11) % 400), 3)
+                       for i in range(8)]).encode()[:64]
+
+
+def deflate_context_seeds():
+    every = b"".join(ctx_subscribe(c, 0) for c in range(4))
+    seeds = {
+        # four clients (windows 15, 12, 15 alone, 10) in step on one stream
+        "one_stream": every + b"".join(ctx_publish(0, ecg_body(k), 2) for k in range(30)),
+        # a client reading two streams interleaved, another joining late
+        "interleaved": ctx_subscribe(0, 0) + ctx_subscribe(0, 1) + ctx_subscribe(1, 1) +
+        b"".join(ctx_publish(k % 2, ecg_body(k), 3) for k in range(20)) + ctx_subscribe(2, 1) +
+        ctx_subscribe(3, 0) + b"".join(ctx_publish(k % 2, ecg_body(k), 3) for k in range(20)),
+        # missed messages, a reconnect, a level change, small and long messages
+        "skips_and_changes": every +
+        b"".join(ctx_publish(0, ecg_body(k), k % 8) + (ctx_skip(k % 4) if k % 5 == 0 else b"") +
+                 (ctx_reconnect(1) + ctx_subscribe(1, 0) if k == 11 else b"") +
+                 (ctx_level(9) if k == 15 else b"") + (ctx_min_size(200) if k == 20 else b"")
+                 for k in range(30)),
+        # incompressible text in between (deflate does not shrink it)
+        "incompressible": every + b"".join(
+            ctx_publish(0, ecg_body(k) if k % 3 else bytes((k * 97 + i * 61) % 256 for i in range(64)), 1)
+            for k in range(24)),
+        # the last takeover subscriber leaves and comes back: a new context
+        "context_restarts": ctx_subscribe(0, 2) + ctx_subscribe(2, 2) +
+        b"".join(ctx_publish(2, ecg_body(k), 2) for k in range(5)) + ctx_subscribe(0, 2) +
+        b"".join(ctx_publish(2, ecg_body(k), 2) for k in range(5)) + ctx_subscribe(0, 2) +
+        b"".join(ctx_publish(2, ecg_body(k), 2) for k in range(5)),
+    }
+    return seeds
+
+
 def write_corpus(target, seeds):
     d = os.path.join(CORPUS, target)
     if os.path.isdir(d):
@@ -550,6 +615,7 @@ def main():
     write_corpus("fuzz_jwt", jwt_seeds())
     write_corpus("fuzz_streamlog", streamlog_seeds())
     write_corpus("fuzz_inflate", inflate_seeds())
+    write_corpus("fuzz_deflate_context", deflate_context_seeds())
 
 
 if __name__ == "__main__":
