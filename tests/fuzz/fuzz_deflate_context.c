@@ -19,6 +19,7 @@
  * Seeds: tests/fuzz/corpus/fuzz_deflate_context/, from make_seeds.py.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -27,10 +28,11 @@
 #include "segment-t.h"
 #include "sendq.h"
 #include "worker-t.h"
+#include "../unit/pmdclient.h"
 
 #define FUZZ_STREAMS 3
 #define FUZZ_CLIENTS 4
-#define FUZZ_TEXT_MAX 16384
+#define FUZZ_TEXT_MAX 16384 /* below PMDCLIENT_TEXT_MAX */
 
 struct fuzz_client {
     struct conn c;
@@ -67,39 +69,15 @@ static void fuzz_client_close(struct fuzz_client *cl)
     cl->open = 0;
 }
 
-static size_t fuzz_payload(const struct sendq_frame *f, const uint8_t **p)
-{
-    const uint8_t *b = (const uint8_t *)f->bytes;
-    size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
-    *p = b + h;
-    return f->len - h;
-}
-
 /* The client reads what deflate_frame_for queues for it. */
 static void fuzz_client_get(struct fuzz_client *cl, struct sendq_frame *f)
 {
     const uint8_t *want;
-    size_t wlen = fuzz_payload(f, &want);
+    size_t wlen = pmdclient_payload(f, &want);
     struct sendq_frame *t = deflate_frame_for(&cl->c, f);
-    const uint8_t *p;
-    size_t n = fuzz_payload(t, &p);
-    if (!((uint8_t)t->bytes[0] & 0x40)) {
-        if (t != f)
-            abort();
-        return;
-    }
-    static uint8_t in[FUZZ_TEXT_MAX + 64], out[FUZZ_TEXT_MAX + 64];
-    if (n + 4 > sizeof(in))
+    if (!((uint8_t)t->bytes[0] & 0x40) && t != f)
         abort();
-    memcpy(in, p, n);
-    memcpy(in + n, "\x00\x00\xff\xff", 4);
-    cl->inf.next_in = in;
-    cl->inf.avail_in = (uInt)n + 4;
-    cl->inf.next_out = out;
-    cl->inf.avail_out = sizeof(out);
-    if (inflate(&cl->inf, Z_SYNC_FLUSH) != Z_OK || cl->inf.avail_in != 0)
-        abort();
-    if (sizeof(out) - cl->inf.avail_out != wlen || memcmp(out, want, wlen) != 0)
+    if (pmdclient_read(&cl->inf, t, want, wlen) != 0)
         abort();
 }
 
@@ -116,20 +94,7 @@ static struct sendq_frame *fuzz_message(unsigned s, unsigned seq, const uint8_t 
         n += blen;
     }
     text[n++] = '}';
-    size_t h = n < 126 ? 2 : 4;
-    struct sendq_frame *f = sendq_frame_new(h + n);
-    if (!f)
-        abort();
-    f->bytes[0] = (char)0x81;
-    if (h == 2) {
-        f->bytes[1] = (char)n;
-    } else {
-        f->bytes[1] = 126;
-        f->bytes[2] = (char)(n >> 8);
-        f->bytes[3] = (char)n;
-    }
-    memcpy(f->bytes + h, text, n);
-    return f;
+    return pmdclient_frame((const uint8_t *)text, n);
 }
 
 /* Does any client that allows takeover follow stream s (the hub keeps a
