@@ -165,6 +165,12 @@ void deflate_context_free(struct deflate_context *x)
     free(x);
 }
 
+/* Numbers f in its stream's context; deflates it against the previous
+ * message only when a connection in step took that one, so a stream
+ * whose subscribers all read several streams (a ward wall's) costs no
+ * deflate here: their windows never end with this stream's previous
+ * message. A connection that comes in step gets the message after next
+ * deflated against its dictionary. */
 void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct sendq_frame *f)
 {
     if ((uint8_t)f->bytes[0] != 0x81)
@@ -179,17 +185,18 @@ void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct
     if (!*ctx && !(*ctx = calloc(1, sizeof(**ctx))))
         return;
     struct deflate_context *x = *ctx;
-    z_stream *s = deflate_stream_at(d, DEFLATE_STREAM_CONTEXT, PMDEFLATE_CONTEXT_WBITS,
-                                    DEFLATE_CONTEXT_MEM_LEVEL, Z_DEFAULT_STRATEGY,
-                                    (int)w->cfg.compression_level);
+    int wanted = x->prev && x->prev->context_wanted;
+    z_stream *s = wanted ? deflate_stream_at(d, DEFLATE_STREAM_CONTEXT, PMDEFLATE_CONTEXT_WBITS,
+                                             DEFLATE_CONTEXT_MEM_LEVEL, Z_DEFAULT_STRATEGY,
+                                             (int)w->cfg.compression_level)
+                         : NULL;
     size_t clen = 0;
     if (s) {
-        size_t dlen = 0;
+        size_t dlen;
         /* zlib keeps the dictionary's last 4 KiB (the window): no more
          * than a client holds of that message if it got it last. */
-        size_t doff = x->prev ? deflate_frame_payload(x->prev, &dlen) : 0;
-        if (!dlen || deflateSetDictionary(s, (const Bytef *)x->prev->bytes + doff,
-                                          (uInt)dlen) == Z_OK)
+        size_t doff = deflate_frame_payload(x->prev, &dlen);
+        if (deflateSetDictionary(s, (const Bytef *)x->prev->bytes + doff, (uInt)dlen) == Z_OK)
             clen = deflate_message(d, s, (const uint8_t *)f->bytes + hlen, plen);
         deflateReset(s);
     }
@@ -197,12 +204,13 @@ void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct
     if (x->prev)
         sendq_frame_unref(x->prev);
     x->prev = NULL;
-    if (!clen)
-        return; /* no twin; the next message starts a new chain */
+    if (wanted && !clen)
+        return; /* zlib failed: no twin, and the next message starts a new chain */
     f->context_id = ++d->context_ids;
     f->context_prev = prev_id;
     /* Even when it did not shrink: a connection in step stays in step. */
-    deflate_twin_attach(d, f, clen, DEFLATE_TWIN_CONTEXT);
+    if (clen)
+        deflate_twin_attach(d, f, clen, DEFLATE_TWIN_CONTEXT);
     f->refs++;
     x->prev = f;
 }
@@ -215,14 +223,17 @@ static void deflate_note_window(struct conn *c, const struct sendq_frame *f)
         c->pmd_last = f->context_id;
 }
 
-/* f's context twin when c's client window ends with the message f was
- * deflated against (or f was deflated against nothing); NULL otherwise. */
-static struct sendq_frame *deflate_context_twin(const struct conn *c, const struct sendq_frame *f)
+/* f's context twin when c's client window ends with the message before
+ * f in its context; NULL otherwise, or when it has none (nobody was in
+ * step for the message before). A connection in step asks for the next
+ * message's twin. */
+static struct sendq_frame *deflate_context_twin(const struct conn *c, struct sendq_frame *f)
 {
     if (!c->pmd_takeover || !f->context_id)
         return NULL;
     if (f->context_prev && c->pmd_last != f->context_prev)
         return NULL;
+    f->context_wanted = 1;
     for (struct sendq_frame *t = f->twin; t; t = t->twin) {
         if (t->wbits == DEFLATE_TWIN_CONTEXT)
             return t;

@@ -344,25 +344,27 @@ static void hub_deliver(struct worker *w, struct hub_stream *hs)
                                "memory was full; its subscribers are told with a gap");
         log_end(&l);
     }
-    for (long i = 0; i < n; i++)
-        hub_frame_compress(w, hs, out[i].frame);
     for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
         struct conn *c = s->conn;
-        if (c->closed || c->state != CONN_WS)
-            continue;
-        if (gap_to && s->from_seq < gap_to)
+        if (gap_to && s->from_seq < gap_to && !c->closed && c->state == CONN_WS)
             hub_send_gap(c, hs, from > s->from_seq + 1 ? from : s->from_seq + 1, gap_to);
-        for (long i = 0; i < n; i++) {
-            if (out[i].seq > s->from_seq &&
-                conn_push_frame(c, deflate_frame_for(c, out[i].frame), out[i].origin_ns) < 0) {
-                hub_sub_lost(c, hs);
-                break;
-            }
-        }
-        conn_mark_dirty(c);
     }
-    for (long i = 0; i < n; i++)
+    /* Message by message: a connection in step with the stream's
+     * compression context asks for the next message's twin (deflate.h)
+     * before that one is built. */
+    for (long i = 0; i < n; i++) {
+        hub_frame_compress(w, hs, out[i].frame);
+        for (struct hub_sub *s = hs->subs; s; s = s->stream_next) {
+            struct conn *c = s->conn;
+            if (c->closed || c->state != CONN_WS || out[i].seq <= s->from_seq)
+                continue;
+            if (conn_push_frame(c, deflate_frame_for(c, out[i].frame), out[i].origin_ns) < 0)
+                hub_sub_lost(c, hs);
+        }
         sendq_frame_unref(out[i].frame);
+    }
+    for (struct hub_sub *s = hs->subs; s; s = s->stream_next)
+        conn_mark_dirty(s->conn);
     if (out != local)
         free(out);
     hs->delivered_seq = last;

@@ -64,6 +64,7 @@ struct sendq_frame *sendq_frame_new(size_t len)
     f->twin = NULL;
     f->wbits = 0;
     f->incompressible = 0;
+    f->context_wanted = 0;
     f->context_id = 0;
     f->context_prev = 0;
     return f;

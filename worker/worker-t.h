@@ -32,10 +32,11 @@ struct sendq_frame {
     struct sendq_frame *twin;
     uint8_t wbits;          /* a compressed form: the window it was built for
                                (DEFLATE_TWIN_CONTEXT: the stream's shared context) */
+    uint8_t context_wanted; /* a connection in step took it: deflate the next against it */
     uint16_t incompressible; /* bit w: deflate with window w does not shrink it */
     /* Fed to its stream's shared context (deflate_context_feed); 0: not. */
     uint64_t context_id;    /* this message in the worker's context numbering */
-    uint64_t context_prev;  /* the message it was deflated against; 0: none */
+    uint64_t context_prev;  /* the message before it in the context (its dictionary); 0: none */
     char bytes[];
 };
 

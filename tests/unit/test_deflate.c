@@ -344,8 +344,8 @@ static void client_open(struct client *cl, uint8_t wbits, int takeover)
 }
 
 /* Queue f to the client as deflate_frame_for picks, and check what the
- * client reads is f's payload. */
-static void client_get(struct client *cl, struct sendq_frame *f)
+ * client reads is f's payload; the frame it got. */
+static struct sendq_frame *client_get(struct client *cl, struct sendq_frame *f)
 {
     const uint8_t *want;
     size_t wlen = pmdclient_payload(f, &want);
@@ -358,6 +358,7 @@ static void client_get(struct client *cl, struct sendq_frame *f)
     }
     ck_assert_msg(pmdclient_read(&cl->inf, t, want, wlen) == 0,
                   "message %u of the client is not what was sent", cl->compressed);
+    return t;
 }
 
 static void client_close(struct client *cl)
@@ -379,17 +380,20 @@ START_TEST(context_twin_shared_by_connections_in_step)
         struct sendq_frame *f = pmdclient_frame(msg, stream_message(msg, sizeof(msg), "s", k, 0));
         deflate_context_feed(w, &ctx, f);
         ck_assert_uint_ne(f->context_id, 0);
-        struct sendq_frame *ta = deflate_frame_for(&a.c, f);
-        struct sendq_frame *tb = deflate_frame_for(&b.c, f);
-        /* in step from the first message on: the same bytes */
-        ck_assert_ptr_eq(ta, tb);
-        ck_assert_uint_eq(ta->wbits, DEFLATE_TWIN_CONTEXT);
-        const uint8_t *p;
-        wire += pmdclient_payload(ta, &p);
+        struct sendq_frame *ta = client_get(&a, f);
+        struct sendq_frame *tb = client_get(&b, f);
         /* never for a connection that said server_no_context_takeover */
-        struct sendq_frame *ts = deflate_frame_for(&solo.c, f);
+        struct sendq_frame *ts = client_get(&solo, f);
         ck_assert_uint_eq(ts->wbits, 15);
-        alone += pmdclient_payload(ts, &p);
+        if (k > 1) {
+            /* in step after the first message (each alone, per window):
+             * the same bytes for both */
+            ck_assert_ptr_eq(ta, tb);
+            ck_assert_uint_eq(ta->wbits, DEFLATE_TWIN_CONTEXT);
+            const uint8_t *p;
+            wire += pmdclient_payload(ta, &p);
+            alone += pmdclient_payload(ts, &p);
+        }
         sendq_frame_unref(f);
     }
     /* the point of it: smaller than each message compressed alone */
@@ -462,6 +466,56 @@ START_TEST(every_client_reads_every_message_right)
 }
 END_TEST
 
+static int has_context_twin(const struct sendq_frame *f)
+{
+    for (const struct sendq_frame *t = f->twin; t; t = t->twin) {
+        if (t->wbits == DEFLATE_TWIN_CONTEXT)
+            return 1;
+    }
+    return 0;
+}
+
+/* A ward wall reads several streams on one connection: its window never
+ * ends with a stream's previous message, so those streams cost no
+ * context deflate — until a connection reading one of them alone comes
+ * in step. */
+START_TEST(streams_read_only_interleaved_cost_no_context_deflate)
+{
+    struct deflate_context *ctx[2] = {NULL, NULL};
+    struct client wall[2], bedside;
+    client_open(&wall[0], 15, 1);
+    client_open(&wall[1], 15, 1);
+    client_open(&bedside, 15, 1);
+    uint8_t msg[8192];
+    srandom(13);
+    unsigned twins = 0;
+    for (unsigned k = 1; k <= 40; k++) {
+        for (int s = 0; s < 2; s++) {
+            struct sendq_frame *f =
+                pmdclient_frame(msg, stream_message(msg, sizeof(msg), s ? "b" : "a", k, 0));
+            deflate_context_feed(w, &ctx[s], f);
+            if (k > 2 && k <= 20)
+                twins += has_context_twin(f);
+            if (k > 22 && s == 0)
+                ck_assert_msg(has_context_twin(f), "message %u of the bedside's stream", k);
+            client_get(&wall[0], f);
+            client_get(&wall[1], f);
+            if (k > 20 && s == 0)
+                client_get(&bedside, f);
+            sendq_frame_unref(f);
+        }
+    }
+    ck_assert_uint_eq(twins, 0);
+    ck_assert_uint_eq(wall[0].from_context, 0);
+    ck_assert_uint_ge(bedside.from_context, 17);
+    for (int s = 0; s < 2; s++)
+        deflate_context_free(ctx[s]);
+    client_close(&wall[0]);
+    client_close(&wall[1]);
+    client_close(&bedside);
+}
+END_TEST
+
 START_TEST(messages_below_the_minimum_are_not_fed)
 {
     struct deflate_context *ctx = NULL;
@@ -497,6 +551,7 @@ static Suite *deflate_suite(void)
     tcase_add_test(tc, context_twin_shared_by_connections_in_step);
     tcase_add_test(tc, every_client_reads_every_message_right);
     tcase_add_test(tc, messages_below_the_minimum_are_not_fed);
+    tcase_add_test(tc, streams_read_only_interleaved_cost_no_context_deflate);
     tc = unit_tcase(s, "in");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, inflate_round_trip);
