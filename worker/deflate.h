@@ -12,7 +12,11 @@
  *   before, where ECG batches repeat nearly everything but their samples.
  *   Those bytes are right for every connection whose client window ends
  *   with that previous message — one that got it last, compressed. conn
- *   keeps which message that was (pmd_last), so this is one compare.
+ *   keeps which message that was (pmd_last), so this is one compare. A
+ *   message is deflated so only when some connection in step took the
+ *   previous one (sendq_frame.context_wanted): a stream read only by
+ *   connections that interleave streams (ward walls) costs no deflate
+ *   here.
  * - the independent twin, one per window size: the message deflated on
  *   its own, valid on any connection. A connection out of step with the
  *   context (it just subscribed, resumed, or gets several streams
