@@ -4,11 +4,10 @@
  *
  * The gateway's choice is fixed and shapes every answer:
  * - what it sends may use context takeover (RFC 7692 7.1.1.1), with a
- *   window of PMDEFLATE_CONTEXT_WBITS: a stream's messages are deflated
- *   once per worker with one context per stream, and a subscriber that
- *   received that stream's previous messages as the context did gets the
- *   same bytes as every other such subscriber. It
- *   says server_no_context_takeover only when the client asked for it or
+ *   window of PMDEFLATE_CONTEXT_WBITS: a stream message may be deflated
+ *   against the stream's previous message, once per worker, for every
+ *   subscriber that got that previous message last. It says
+ *   server_no_context_takeover only when the client asked for it or
  *   allowed a window smaller than that: then every message it gets is
  *   compressed on its own;
  * - what clients send must use no context takeover (it says

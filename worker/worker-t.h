@@ -297,8 +297,8 @@ struct hub_stream {
     uint32_t nsubs;
     uint32_t name_len;
     uint64_t last_used_ns;
-    struct deflate_context *pmd;    /* shared compression context (deflate.h), while */
-    uint32_t pmd_subs;              /* this many subscribers allow context takeover */
+    struct deflate_context *pmd;    /* its compression context (deflate.h) while pmd_subs > 0 */
+    uint32_t pmd_subs;              /* subscribers here that allow server context takeover */
     char name[STREAMLOG_NAME_MAX + 1];
     /* cluster mode */
     int broker;
