@@ -53,7 +53,8 @@ class RedisNode:
         os.makedirs(self.dir, exist_ok=True)
         args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self.dir, "--repl-diskless-sync", "yes",
-                "--repl-diskless-sync-delay", "0"]
+                "--repl-diskless-sync-delay", "0",
+                "--logfile", os.path.join(self.dir, "redis.log")]
         target = replicaof or self.replicaof
         if target:
             args += ["--replicaof", "127.0.0.1", str(target)]
@@ -110,7 +111,8 @@ class SentinelGroup:
                         f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2\n"
                         f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
                         f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}\n"
-                        f"sentinel parallel-syncs {self.name} 2\n")
+                        f"sentinel parallel-syncs {self.name} 2\n"
+                        f"logfile {d}/sentinel.log\n")
             self.sentinels.append(subprocess.Popen([SENTINEL, conf], stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL))
         wait(self._ready, 20, "the Sentinels to know each other and the replicas", 0.2)
