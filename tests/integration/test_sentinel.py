@@ -21,10 +21,10 @@ pytestmark = pytest.mark.skipif(not HAVE_SENTINEL, reason="redis-sentinel not in
 @pytest.fixture
 def group(tmp_path):
     # down-after 2 s, not 1: a Sentinel that learns of a new master opens a
-    # fresh link to it and may wait its 1 s ping period before connecting,
-    # counting from the link's creation, so with 1 s it can call the new
-    # master down before its first PONG and fail over a second time (seen
-    # in 2 of 20 runs: publishes then rightly answer unavailable).
+    # fresh link to it and counts down-after from that link's creation. With
+    # 1 s, 4 runs in 18 had Sentinels call the newly promoted (and idle)
+    # master down about 1.0 s after learning of it; twice that made a second
+    # failover, and publishes rightly answered unavailable meanwhile.
     g = SentinelGroup(tmp_path / "sentinel", down_after_ms=2000)
     try:
         yield g.start()
