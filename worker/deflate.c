@@ -97,11 +97,22 @@ static size_t deflate_frame_payload(const struct sendq_frame *f, size_t *len)
     return hlen;
 }
 
-/* Deflate `len` bytes as one message (RFC 7692 7.2.1: sync flush, its
- * empty stored block taken off) into the scratch buffer, the stream left
- * as it ends (the caller resets it or keeps the context). Returns the
+/* Where f's payload starts, when f is a whole text message of at least
+ * compression_min_size bytes: the only messages worth deflating (a frame
+ * header is never empty, so 0 means "not worth it"). */
+static size_t deflate_worth(const struct worker *w, const struct sendq_frame *f, size_t *plen)
+{
+    if ((uint8_t)f->bytes[0] != 0x81)
+        return 0;
+    size_t hlen = deflate_frame_payload(f, plen);
+    return *plen < (uint64_t)w->cfg.compression_min_size ? 0 : hlen;
+}
+
+/* Deflate `len` bytes with a sync flush into the scratch buffer and take
+ * the flush's empty stored block off (RFC 7692 7.2.1). Returns the
  * compressed length, or 0 when zlib failed or memory ran out. */
-static size_t deflate_message(struct deflate_worker *d, z_stream *s, const uint8_t *in, size_t len)
+static size_t deflate_sync_flush(struct deflate_worker *d, z_stream *s, const uint8_t *in,
+                                 size_t len)
 {
     /* Room for the worst case: stored blocks plus the flush marker. */
     size_t need = deflateBound(s, len) + 16;
@@ -123,6 +134,22 @@ static size_t deflate_message(struct deflate_worker *d, z_stream *s, const uint8
         memcmp(d->scratch + out - sizeof(deflate_tail), deflate_tail, sizeof(deflate_tail)) != 0)
         return 0;
     return out - sizeof(deflate_tail);
+}
+
+/* One message through stream s, deflated against `dict` (the previous
+ * message of its stream; NULL: nothing), as deflate_sync_flush returns
+ * it. s is reset on every path, ready for the next message: no stream
+ * keeps a context from one message to the next. zlib keeps the
+ * dictionary's last window of bytes: no more than a client holds of that
+ * message if it got it last. */
+static size_t deflate_message(struct deflate_worker *d, z_stream *s, const uint8_t *dict,
+                              size_t dlen, const uint8_t *in, size_t len)
+{
+    size_t out = 0;
+    if (!dict || deflateSetDictionary(s, dict, (uInt)dlen) == Z_OK)
+        out = deflate_sync_flush(d, s, in, len);
+    deflateReset(s);
+    return out;
 }
 
 /* A compressed frame of the scratch buffer's first clen bytes, hung on
@@ -173,11 +200,9 @@ void deflate_context_free(struct deflate_context *x)
  * deflated against its dictionary. */
 void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct sendq_frame *f)
 {
-    if ((uint8_t)f->bytes[0] != 0x81)
-        return;
     size_t plen;
-    size_t hlen = deflate_frame_payload(f, &plen);
-    if (plen < (uint64_t)w->cfg.compression_min_size)
+    size_t hlen = deflate_worth(w, f, &plen);
+    if (!hlen)
         return;
     struct deflate_worker *d = deflate_get(w);
     if (!d)
@@ -193,12 +218,9 @@ void deflate_context_feed(struct worker *w, struct deflate_context **ctx, struct
     size_t clen = 0;
     if (s) {
         size_t dlen;
-        /* zlib keeps the dictionary's last 4 KiB (the window): no more
-         * than a client holds of that message if it got it last. */
         size_t doff = deflate_frame_payload(x->prev, &dlen);
-        if (deflateSetDictionary(s, (const Bytef *)x->prev->bytes + doff, (uInt)dlen) == Z_OK)
-            clen = deflate_message(d, s, (const uint8_t *)f->bytes + hlen, plen);
-        deflateReset(s);
+        clen = deflate_message(d, s, (const uint8_t *)x->prev->bytes + doff, dlen,
+                               (const uint8_t *)f->bytes + hlen, plen);
     }
     uint64_t prev_id = x->prev ? x->prev->context_id : 0;
     if (x->prev)
@@ -251,11 +273,9 @@ static size_t deflate_frame_length(const struct sendq_frame *t)
 struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f)
 {
     unsigned wbits = c->pmd_wbits;
-    if (!wbits || (uint8_t)f->bytes[0] != 0x81)
-        return f;
     size_t plen;
-    size_t hlen = deflate_frame_payload(f, &plen);
-    if (plen < (uint64_t)c->w->cfg.compression_min_size)
+    size_t hlen = wbits ? deflate_worth(c->w, f, &plen) : 0;
+    if (!hlen)
         return f;
     struct sendq_frame *t = deflate_context_twin(c, f);
     if (!t) {
@@ -268,9 +288,8 @@ struct sendq_frame *deflate_frame_for(struct conn *c, struct sendq_frame *f)
         z_stream *s = d && !(f->incompressible & bit)
                           ? deflate_stream(d, wbits, (int)c->w->cfg.compression_level)
                           : NULL;
-        size_t clen = s ? deflate_message(d, s, (const uint8_t *)f->bytes + hlen, plen) : 0;
-        if (s)
-            deflateReset(s);
+        size_t clen =
+            s ? deflate_message(d, s, NULL, 0, (const uint8_t *)f->bytes + hlen, plen) : 0;
         t = clen && clen < plen ? deflate_twin_attach(d, f, clen, (uint8_t)wbits) : NULL;
         if (!t) {
             /* Not smaller (or out of memory): this window sends it plain,
