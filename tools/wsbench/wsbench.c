@@ -838,6 +838,16 @@ static void client_send_close(bench_client *c, unsigned code, bool close_after)
 /* Connection life cycle                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* --deflate: end the connection's inflate stream, if it has one. */
+static void client_inflate_free(bench_client *c)
+{
+    if (!c->inf)
+        return;
+    inflateEnd(c->inf);
+    free(c->inf);
+    c->inf = NULL;
+}
+
 static void client_on_closed(uv_handle_t *h)
 {
     bench_client *c = h->data;
@@ -847,11 +857,7 @@ static void client_on_closed(uv_handle_t *h)
     free(c->frag);
     c->frag = NULL;
     c->frag_len = 0;
-    if (c->inf) {
-        inflateEnd(c->inf);
-        free(c->inf);
-        c->inf = NULL;
-    }
+    client_inflate_free(c);
     bench.open_handles--;
     if (bench.phase == PH_CLOSE && bench.open_handles == 0)
         bench_finish();
@@ -2535,10 +2541,7 @@ static void bench_free(void)
         free(bench.clients[i].ack_ring);
         free(bench.clients[i].rbuf);
         free(bench.clients[i].frag);
-        if (bench.clients[i].inf) {
-            inflateEnd(bench.clients[i].inf);
-            free(bench.clients[i].inf);
-        }
+        client_inflate_free(&bench.clients[i]);
     }
     free(bench.clients);
     free(bench.streams);
